@@ -1,0 +1,262 @@
+//! Moongate: an API gateway that serves Apache APISIX configuration and runs APISIX plugins.
+//!
+//! # Architecture
+//!
+//! - [`config`](crate::config) merges the embedded defaults, `conf/config.yaml` and env overrides.
+//! - `store` holds every resource (routes, upstreams, ...) persisted by a backend (embedded redb by
+//!   default) and publishes them as one immutable snapshot behind an `ArcSwap`: the compiled
+//!   router, parsed upstreams and TLS certificates. Each request loads the snapshot once.
+//! - `admin` is the APISIX v3 Admin API: it validates writes (`schema`), then hands the store a
+//!   `Change`; an invalid write changes nothing.
+//! - `proxy` runs the data plane: worker threads with a current-thread runtime each, accepting on
+//!   `SO_REUSEPORT` sockets, HTTP/1.1 and HTTP/2 on one port, TLS with SNI from `tls`.
+//!   Its handler matches the route (`router`), picks a node (`upstream`) and streams the exchange
+//!   through a per-worker keep-alive pool.
+//! - [`Gateway`] ties them together and returns a [`GatewayHandle`] with the bound addresses.
+
+mod admin;
+// AWS-MOD pub mod aws;
+pub mod cli;
+mod config;
+mod error;
+mod proxy;
+mod router;
+mod schema;
+pub mod shutdown;
+mod store;
+pub mod telemetry;
+mod tls;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid (exit code 64).
+    #[error("{0}")]
+    Config(String),
+    /// The config store could not be opened or holds something unusable.
+    #[error("config store: {0}")]
+    Store(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Worker threads could not be started.
+    #[error("cannot start workers: {0}")]
+    Workers(std::io::Error),
+}
+
+impl StartError {
+    /// The process exit code for this error: 64 for invalid configuration, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 64,
+            _ => 1,
+        }
+    }
+}
+
+/// A loaded configuration, ready to start.
+pub struct Gateway {
+    loaded: config::Loaded,
+}
+
+impl Gateway {
+    /// Loads the configuration: embedded defaults, then `config_path` (or `conf/config.yaml` when it
+    /// exists), then the `MOONGATE_*` overrides and `${{VAR}}` values found in `env`.
+    pub fn load(
+        config_path: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Gateway, StartError> {
+        let loaded =
+            config::load(config_path, env).map_err(|e| StartError::Config(e.to_string()))?;
+        Ok(Gateway { loaded })
+    }
+
+    /// Warnings found while loading (unknown keys, generated keys).
+    pub fn warnings(&self) -> &[String] {
+        &self.loaded.warnings
+    }
+
+    /// The effective configuration with secrets redacted, for the startup debug line.
+    pub fn summary(&self) -> String {
+        self.loaded.config.effective_summary()
+    }
+
+    /// Opens the store and checks every stored resource, without listening. Returns a summary.
+    pub fn check(&self) -> Result<String, StartError> {
+        let store = open_store(&self.loaded.config)?;
+        let snapshot = store.snapshot();
+        let counts: Vec<String> = schema::ResourceKind::ALL
+            .iter()
+            .map(|k| format!("{} {}", snapshot.state.list(*k).count(), k.collection()))
+            .collect();
+        Ok(format!(
+            "configuration OK ({}); store OK: {}",
+            self.loaded
+                .source
+                .as_ref()
+                .map_or("embedded defaults".to_owned(), |p| p.display().to_string()),
+            counts.join(", ")
+        ))
+    }
+
+    /// Binds every listener and starts serving. Must be called inside a tokio runtime, which also
+    /// runs the Admin API listener.
+    pub async fn start(self) -> Result<GatewayHandle, StartError> {
+        let config = &self.loaded.config;
+        let store = Arc::new(open_store(config)?);
+        let admin = Arc::new(admin::Admin {
+            store: store.clone(),
+            keys: config
+                .admin_keys()
+                .iter()
+                .map(|k| admin::AdminKey {
+                    key: k.key.expose().to_owned(),
+                    role: match k.role {
+                        config::AdminRole::Admin => admin::Role::Admin,
+                        config::AdminRole::Viewer => admin::Role::Viewer,
+                    },
+                })
+                .collect(),
+            key_required: config.deployment.admin.admin_key_required,
+            allow: config.allow_admin().to_vec(),
+            plugins: Arc::new(admin::NoPlugins),
+        });
+        let workers = config.worker_threads();
+        let mut listeners = Vec::new();
+        for addr in config.node_listen_addrs() {
+            listeners.push(
+                proxy::bind(addr, workers, false)
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            );
+        }
+        let tls_addrs = config.ssl_listen_addrs();
+        for addr in &tls_addrs {
+            let addr = *addr;
+            listeners.push(
+                proxy::bind(addr, workers, true)
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            );
+        }
+        let admin_listener = match config.admin_addr() {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let http_addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter(|l| !l.tls)
+            .map(|l| l.addr)
+            .collect();
+        let tls_bound: Vec<SocketAddr> =
+            listeners.iter().filter(|l| l.tls).map(|l| l.addr).collect();
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let cancel = CancellationToken::new();
+        let dp = Arc::new(proxy::DataPlane {
+            store: store.clone(),
+            admin: config.admin_addr().map(|_| admin.clone()),
+            max_body: config.client_max_body_size(),
+        });
+        let acceptor = (!tls_bound.is_empty())
+            .then(|| tls::acceptor(store.shared(), config.apisix.enable_http2));
+        let settings = proxy::ServeSettings {
+            enable_http2: config.apisix.enable_http2,
+            header_read_timeout: config.client_header_timeout(),
+            grace: config.shutdown_grace(),
+        };
+        let worker_handles =
+            proxy::spawn_workers(listeners, dp, acceptor, settings, cancel.clone())
+                .map_err(StartError::Workers)?;
+        let admin_task = admin_listener
+            .map(|listener| tokio::spawn(admin::serve(listener, admin, cancel.clone())));
+        tracing::info!(
+            http = ?http_addrs,
+            tls = ?tls_bound,
+            admin = ?admin_addr,
+            workers,
+            "moongate started"
+        );
+        Ok(GatewayHandle {
+            http_addrs,
+            tls_addrs: tls_bound,
+            admin_addr,
+            cancel,
+            workers: worker_handles,
+            admin_task,
+        })
+    }
+}
+
+fn open_store(config: &config::Config) -> Result<store::Store, StartError> {
+    let backend = store::embedded::EmbeddedBackend::open(config.data_dir())
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let settings = store::SnapshotSettings {
+        router_mode: match config.apisix.router.http {
+            config::HttpRouter::RadixtreeHostUri => router::RouterMode::HostUri,
+            config::HttpRouter::RadixtreeUri => router::RouterMode::Uri,
+            config::HttpRouter::RadixtreeUriWithParameter => router::RouterMode::UriWithParameter,
+        },
+    };
+    store::Store::open(Arc::new(backend), settings).map_err(|e| StartError::Store(e.to_string()))
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    http_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    cancel: CancellationToken,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// The bound plain-HTTP data-plane addresses (HTTP/1.1 and h2c).
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
+    }
+
+    /// The bound TLS data-plane addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The bound Admin API address, if the Admin API is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Stops accepting connections and starts draining; see [`GatewayHandle::wait`].
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until every worker has drained and stopped (after [`GatewayHandle::shutdown`]).
+    pub async fn wait(self) {
+        if let Some(task) = self.admin_task {
+            let _ = task.await;
+        }
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,74 @@
+//! The `moongate` binary: parse the command line, set up logging, run.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::Parser;
+use moongate::cli::{Cli, Command};
+use moongate::{Gateway, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Start);
+    if command == Command::Version {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("moongate {}", env!("CARGO_PKG_VERSION"));
+        }
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(cli.log_format, "info");
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let gateway = match Gateway::load(cli.config.as_deref(), &env) {
+        Ok(g) => g,
+        Err(err) => return fail(&err.to_string(), err.exit_code()),
+    };
+    for warning in gateway.warnings() {
+        tracing::warn!("{warning}");
+    }
+    tracing::debug!(config = %gateway.summary(), "effective configuration");
+    if command == Command::Check {
+        return match gateway.check() {
+            Ok(summary) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{summary}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err.to_string(), err.exit_code()),
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => return fail(&format!("cannot start the runtime: {err}"), 1),
+    };
+    runtime.block_on(async move {
+        let handle = match gateway.start().await {
+            Ok(h) => h,
+            Err(err) => return fail(&err.to_string(), err.exit_code()),
+        };
+        shutdown::shutdown_signal().await;
+        tracing::info!(
+            "shutting down: draining in-flight requests (a second signal exits at once)"
+        );
+        handle.shutdown();
+        tokio::spawn(async {
+            shutdown::shutdown_signal().await;
+            std::process::exit(1);
+        });
+        handle.wait().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn fail(message: &str, code: i32) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("moongate: {message}");
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

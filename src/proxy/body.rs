@@ -1,0 +1,104 @@
+//! Bodies and headers as they cross the proxy: one boxed body type, hop-by-hop stripping, error pages.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::upstream::pool::{BoxError, OutBody};
+
+/// The body of every response the data plane sends.
+pub(crate) type ProxyBody = OutBody;
+
+/// Wraps any body into [`ProxyBody`].
+pub(crate) fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// A complete in-memory body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    boxed(Full::new(bytes.into()))
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus those named in
+/// `Connection`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// A JSON error body as APISIX writes its own errors.
+pub(crate) fn json_error(status: StatusCode, msg: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "error_msg": msg }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// nginx's HTML error page, which APISIX serves for proxy failures (502, 503, 504, 413).
+pub(crate) fn error_page(status: StatusCode) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let code = status.as_u16();
+    let body = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>moongate</center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end-to-end"));
+    }
+}

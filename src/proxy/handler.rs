@@ -1,0 +1,392 @@
+//! One request through the data plane, in order: admin short-cut, match, pick an upstream node,
+//! forward, stream the response back, access log.
+//!
+//! The body size is checked before any upstream is contacted, and the snapshot is loaded once so the
+//! whole request sees one configuration.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::Limited;
+use hyper::body::Incoming;
+
+use super::body::{ProxyBody, boxed, error_page, json_error, strip_hop_by_hop};
+use super::uri::{encode_path, normalize};
+use crate::admin::{self, Admin};
+use crate::error::status_for;
+use crate::router::{MatchInput, Vars};
+use crate::store::{RouteEntry, Store};
+use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
+use crate::upstream::{HashOn, Node, Upstream};
+
+/// What every worker shares to serve requests.
+pub(crate) struct DataPlane {
+    pub(crate) store: Arc<Store>,
+    /// The Admin API, served here to loopback clients only (APISIX 2.x compatibility).
+    pub(crate) admin: Option<Arc<Admin>>,
+    /// `client_max_body_size`; `None` is unlimited.
+    pub(crate) max_body: Option<u64>,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+/// Serves one request; never fails (errors become responses).
+pub(crate) async fn handle(
+    dp: &DataPlane,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_owned();
+    let (response, route_id, upstream) = serve(dp, req, conn).await;
+    tracing::info!(
+        target: "access",
+        client = %conn.peer.ip(),
+        method = %method,
+        path = %raw_path,
+        status = response.status().as_u16(),
+        route_id = route_id.as_deref().unwrap_or(""),
+        upstream = upstream.as_deref().unwrap_or(""),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+    );
+    response
+}
+
+async fn serve(
+    dp: &DataPlane,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> (Response<ProxyBody>, Option<String>, Option<String>) {
+    if let Some(admin) = &dp.admin {
+        if req.uri().path().starts_with(admin::PREFIX)
+            && admin::canonical(conn.peer.ip()).is_loopback()
+        {
+            let resp = admin.handle(req, conn.peer.ip()).await;
+            return (resp.map(boxed), None, None);
+        }
+    }
+    let path = match normalize(req.uri().path()) {
+        Ok(path) => path,
+        Err(err) => {
+            tracing::debug!(error = %err, "bad request path");
+            return (error_page(StatusCode::BAD_REQUEST), None, None);
+        }
+    };
+    let snapshot = dp.store.snapshot();
+    let host_with_port = request_host(&req).map(str::to_ascii_lowercase);
+    let host = host_with_port.as_deref().map(strip_port);
+    let vars = RequestVars {
+        req: &req,
+        path: &path,
+        conn,
+    };
+    let input = MatchInput {
+        path: &path,
+        host,
+        host_with_port: host_with_port.as_deref(),
+        method: req.method().as_str(),
+        remote_addr: admin::canonical(conn.peer.ip()),
+        vars: &vars,
+    };
+    let Some(found) = snapshot.router.find(&input) else {
+        return (
+            json_error(StatusCode::NOT_FOUND, "404 Route Not Found"),
+            None,
+            None,
+        );
+    };
+    let route: Arc<RouteEntry> = found.value.clone();
+    let span =
+        tracing::info_span!("request", route_id = %route.id, generation = snapshot.generation);
+    let _entered = span.enter();
+    let Some(upstream) = route.upstream.clone() else {
+        tracing::error!(route_id = %route.id, "missing upstream configuration in Route or Service");
+        let resp = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "missing upstream configuration in Route or Service",
+        );
+        return (resp, Some(route.id.clone()), None);
+    };
+    if let (Some(limit), Some(len)) = (dp.max_body, content_length(&req)) {
+        if len > limit {
+            return (
+                error_page(StatusCode::PAYLOAD_TOO_LARGE),
+                Some(route.id.clone()),
+                None,
+            );
+        }
+    }
+    let hash_key = upstream
+        .balancer
+        .hash_on()
+        .and_then(|on| hash_key(on, &vars));
+    let attempts: Vec<Node> = upstream
+        .attempt_order(hash_key.as_deref().map(str::as_bytes))
+        .into_iter()
+        .cloned()
+        .collect();
+    drop(_entered);
+    let (resp, node) = forward(dp, req, &path, conn, &route, &upstream, &attempts).await;
+    (resp, Some(route.id.clone()), node)
+}
+
+/// Sends the request to the first node that accepts a connection, retrying others on connect failure.
+async fn forward(
+    dp: &DataPlane,
+    req: Request<Incoming>,
+    path: &str,
+    conn: ConnInfo,
+    route: &RouteEntry,
+    upstream: &Upstream,
+    attempts: &[Node],
+) -> (Response<ProxyBody>, Option<String>) {
+    let Some(first) = attempts.first() else {
+        tracing::error!(route_id = %route.id, "no valid upstream node");
+        return (error_page(StatusCode::BAD_GATEWAY), None);
+    };
+    let client_host = request_host(&req).map(str::to_owned);
+    let (parts, body) = req.into_parts();
+    let body: OutBody = match dp.max_body {
+        Some(limit) => boxed(Limited::new(
+            body,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )),
+        None => boxed(body),
+    };
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method.clone();
+    *out.uri_mut() = upstream_uri(path, parts.uri.query());
+    *out.headers_mut() = parts.headers;
+    strip_hop_by_hop(out.headers_mut());
+    add_forwarded_headers(out.headers_mut(), conn, client_host.as_deref());
+    let options = CallOptions {
+        connect_timeout: route.timeouts.connect,
+        send_timeout: route.timeouts.send,
+        read_timeout: route.timeouts.read,
+        keepalive: Some(upstream.keepalive),
+    };
+    let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
+    let mut request = out;
+    let mut node = first;
+    let mut tried = 0usize;
+    loop {
+        set_host(&mut request, upstream, node, client_host.as_deref());
+        let endpoint = Endpoint {
+            scheme: upstream.scheme,
+            host: node.host.clone(),
+            port: node.port,
+            tls_verify: upstream.tls_verify,
+        };
+        match pool::call(&endpoint, request, options).await {
+            Ok(response) => {
+                let mut response = response.map(boxed);
+                strip_hop_by_hop(response.headers_mut());
+                return (response, Some(node.authority()));
+            }
+            Err((err, returned)) => {
+                tried += 1;
+                let retry = returned.filter(|_| err.before_request());
+                let next = attempts.get(tried);
+                let in_time = deadline.is_none_or(|d| Instant::now() < d);
+                match (retry, next) {
+                    (Some(req), Some(next_node)) if in_time => {
+                        tracing::warn!(route_id = %route.id, upstream = %node.authority(), error = %err, "upstream failed, trying next node");
+                        request = req;
+                        node = next_node;
+                    }
+                    _ => {
+                        let status = status_for(&err);
+                        if status == StatusCode::PAYLOAD_TOO_LARGE {
+                            tracing::info!(route_id = %route.id, "request body larger than client_max_body_size");
+                        } else {
+                            tracing::error!(route_id = %route.id, upstream = %node.authority(), error = %err, "upstream request failed");
+                        }
+                        return (error_page(status), Some(node.authority()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn upstream_uri(path: &str, query: Option<&str>) -> Uri {
+    let encoded = encode_path(path);
+    let pq = match query {
+        Some(q) => format!("{encoded}?{q}"),
+        None => encoded,
+    };
+    Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn set_host<B>(req: &mut Request<B>, upstream: &Upstream, node: &Node, client_host: Option<&str>) {
+    match upstream
+        .host_header(node, client_host)
+        .and_then(|h| HeaderValue::from_str(&h).ok())
+    {
+        Some(value) => {
+            req.headers_mut().insert(header::HOST, value);
+        }
+        None => {
+            req.headers_mut().remove(header::HOST);
+        }
+    }
+}
+
+/// `X-Real-IP`, `X-Forwarded-For/-Proto/-Host/-Port`, as APISIX sets them.
+fn add_forwarded_headers(headers: &mut http::HeaderMap, conn: ConnInfo, client_host: Option<&str>) {
+    let client_ip = admin::canonical(conn.peer.ip()).to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {client_ip}"),
+        _ => client_ip.clone(),
+    };
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set("x-real-ip", &client_ip);
+    set("x-forwarded-for", &xff);
+    set("x-forwarded-proto", if conn.tls { "https" } else { "http" });
+    if let Some(host) = client_host {
+        set("x-forwarded-host", strip_port(host));
+    }
+    set("x-forwarded-port", &conn.local.port().to_string());
+}
+
+fn content_length<B: Body>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| req.body().size_hint().exact())
+}
+
+/// The Host header, or the authority of an HTTP/2 request.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn hash_key(on: &HashOn, vars: &RequestVars<'_>) -> Option<String> {
+    match on {
+        HashOn::Vars(name) => vars.var(name).map(Cow::into_owned),
+        HashOn::Header(name) => vars
+            .var(&format!(
+                "http_{}",
+                name.to_ascii_lowercase().replace('-', "_")
+            ))
+            .map(Cow::into_owned),
+        HashOn::Cookie(name) => vars.var(&format!("cookie_{name}")).map(Cow::into_owned),
+        HashOn::Consumer => None,
+        HashOn::VarsCombinations(template) => Some(resolve_template(template, vars)),
+    }
+}
+
+/// Substitutes `$name` and `${name}` with request variables (missing ones become empty).
+fn resolve_template(template: &str, vars: &RequestVars<'_>) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let (name, tail) = if let Some(braced) = rest.strip_prefix('{') {
+            braced.split_once('}').unwrap_or((braced, ""))
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            rest.split_at(end)
+        };
+        if let Some(v) = vars.var(name) {
+            out.push_str(&v);
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// APISIX's `ctx.var` over one request, computed on demand.
+pub(crate) struct RequestVars<'a> {
+    req: &'a Request<Incoming>,
+    path: &'a str,
+    conn: ConnInfo,
+}
+
+impl Vars for RequestVars<'_> {
+    fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some(header_name) = name.strip_prefix("http_") {
+            let wanted = header_name.replace('_', "-");
+            return self
+                .req
+                .headers()
+                .get(wanted.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(Cow::Borrowed);
+        }
+        if let Some(arg) = name.strip_prefix("arg_") {
+            let query = self.req.uri().query()?;
+            return admin::form_pairs(query)
+                .find(|(k, _)| k == arg)
+                .map(|(_, v)| Cow::Owned(v));
+        }
+        if let Some(cookie) = name.strip_prefix("cookie_") {
+            return self
+                .req
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| {
+                    let (k, v) = c.trim().split_once('=')?;
+                    (k == cookie).then(|| Cow::Owned(v.to_owned()))
+                });
+        }
+        let value: Cow<'_, str> = match name {
+            "uri" => Cow::Borrowed(self.path),
+            "request_uri" => Cow::Borrowed(
+                self.req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str()),
+            ),
+            "args" | "query_string" => Cow::Borrowed(self.req.uri().query()?),
+            "host" => Cow::Owned(strip_port(request_host(self.req)?).to_ascii_lowercase()),
+            "request_method" => Cow::Borrowed(self.req.method().as_str()),
+            "remote_addr" => Cow::Owned(admin::canonical(self.conn.peer.ip()).to_string()),
+            "remote_port" => Cow::Owned(self.conn.peer.port().to_string()),
+            "server_addr" => Cow::Owned(self.conn.local.ip().to_string()),
+            "server_port" => Cow::Owned(self.conn.local.port().to_string()),
+            "scheme" => Cow::Borrowed(if self.conn.tls { "https" } else { "http" }),
+            "server_protocol" => Cow::Borrowed(match self.req.version() {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            }),
+            _ => return None,
+        };
+        Some(value)
+    }
+}

@@ -1,0 +1,178 @@
+//! A compiled, immutable view of the configuration: what one request reads, start to finish.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::StoreError;
+use super::model::{ConfigState, id_of};
+use crate::router::{RouteSpec, Router, RouterMode};
+use crate::schema::ResourceKind;
+use crate::tls::CertIndex;
+use crate::upstream::{Timeouts, Upstream};
+
+/// What a snapshot build depends on besides the resources.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotSettings {
+    pub(crate) router_mode: RouterMode,
+}
+
+/// A route with everything it needs resolved: its service and upstream.
+#[derive(Debug)]
+pub(crate) struct RouteEntry {
+    pub(crate) id: String,
+    pub(crate) service_id: Option<String>,
+    /// The upstream that serves it: its own (inline or by id), else its service's.
+    pub(crate) upstream: Option<Arc<Upstream>>,
+    /// The route's `timeout` applied over the upstream's.
+    pub(crate) timeouts: Timeouts,
+    /// The route's configuration version (`modifiedIndex`), for caches keyed by config version.
+    pub(crate) version: u64,
+}
+
+/// One generation of configuration, compiled for the data plane.
+pub(crate) struct Snapshot {
+    /// Increases by one with every change.
+    pub(crate) generation: u64,
+    /// Every stored object, for Admin reads.
+    pub(crate) state: ConfigState,
+    pub(crate) router: Router<Arc<RouteEntry>>,
+    pub(crate) certs: CertIndex,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("routes", &self.router.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct ServiceView {
+    upstream: Option<Arc<Upstream>>,
+    hosts: Vec<String>,
+}
+
+impl Snapshot {
+    /// Compiles a state. Fails, naming the object, when something cannot be served.
+    pub(crate) fn build(
+        state: ConfigState,
+        generation: u64,
+        settings: &SnapshotSettings,
+    ) -> Result<Snapshot, StoreError> {
+        let invalid = |kind, id: &str, reason: String| StoreError::Invalid {
+            kind,
+            id: id.to_owned(),
+            reason,
+        };
+        let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
+        for item in state.list(ResourceKind::Upstream) {
+            let upstream = Upstream::from_json(Some(item.id().to_owned()), &item.value)
+                .map_err(|e| invalid(ResourceKind::Upstream, item.id(), e.to_string()))?;
+            upstreams.insert(item.id().to_owned(), Arc::new(upstream));
+        }
+        let resolve =
+            |kind, id: &str, value: &Value| -> Result<Option<Arc<Upstream>>, StoreError> {
+                if let Some(inline) = value.get("upstream") {
+                    let upstream = Upstream::from_json(None, inline)
+                        .map_err(|e| invalid(kind, id, e.to_string()))?;
+                    return Ok(Some(Arc::new(upstream)));
+                }
+                Ok(value
+                    .get("upstream_id")
+                    .and_then(id_of)
+                    .and_then(|uid| upstreams.get(&uid).cloned()))
+            };
+        let mut services: HashMap<String, ServiceView> = HashMap::new();
+        for item in state.list(ResourceKind::Service) {
+            services.insert(
+                item.id().to_owned(),
+                ServiceView {
+                    upstream: resolve(ResourceKind::Service, item.id(), &item.value)?,
+                    hosts: strings(item.value.get("hosts")),
+                },
+            );
+        }
+        let mut routes = Vec::new();
+        for item in state.list(ResourceKind::Route) {
+            let value = &item.value;
+            if value.get("status").and_then(Value::as_i64) == Some(0) {
+                continue;
+            }
+            let id = item.id();
+            let service_id = value.get("service_id").and_then(id_of);
+            let service = service_id.as_ref().and_then(|s| services.get(s));
+            let upstream = match resolve(ResourceKind::Route, id, value)? {
+                Some(upstream) => Some(upstream),
+                None => service.and_then(|s| s.upstream.clone()),
+            };
+            let base = upstream
+                .as_ref()
+                .map_or_else(Timeouts::default, |u| u.timeouts);
+            let timeouts = value
+                .get("timeout")
+                .map_or(base, |t| Timeouts::from_json(t, base));
+            let mut hosts = one_or_many(value, "host", "hosts");
+            if hosts.is_empty() {
+                hosts = service.map(|s| s.hosts.clone()).unwrap_or_default();
+            }
+            let spec = RouteSpec {
+                uris: one_or_many(value, "uri", "uris"),
+                hosts,
+                methods: strings(value.get("methods")),
+                remote_addrs: one_or_many(value, "remote_addr", "remote_addrs"),
+                vars: value.get("vars").cloned(),
+                priority: value.get("priority").and_then(Value::as_i64).unwrap_or(0),
+            };
+            let entry = RouteEntry {
+                id: id.to_owned(),
+                service_id,
+                upstream,
+                timeouts,
+                version: item.modified_index,
+            };
+            routes.push((spec, Arc::new(entry)));
+        }
+        let router =
+            Router::new(routes, settings.router_mode).map_err(|e| StoreError::Invalid {
+                kind: ResourceKind::Route,
+                id: String::new(),
+                reason: e.to_string(),
+            })?;
+        let certs =
+            CertIndex::build(state.list(ResourceKind::Ssl).map(|i| &i.value)).map_err(|e| {
+                StoreError::Invalid {
+                    kind: ResourceKind::Ssl,
+                    id: String::new(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(Snapshot {
+            generation,
+            state,
+            router,
+            certs,
+        })
+    }
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn one_or_many(value: &Value, one: &str, many: &str) -> Vec<String> {
+    match value.get(many) {
+        Some(list) => strings(Some(list)),
+        None => strings(value.get(one)),
+    }
+}

@@ -1,0 +1,430 @@
+//! The outbound HTTP/1.1 client: one pool of keep-alive connections per worker thread.
+//!
+//! Each worker owns its pool (a thread-local), like nginx's per-worker upstream keepalive: no locks on
+//! the hot path. A connection goes back to the pool only when its response body has been read to the
+//! end, so a half-read connection is never reused.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{KeepalivePool, Scheme};
+use crate::error::{Classify, ErrorSource};
+
+/// Error type carried by bodies that cross the proxy.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of requests sent upstream.
+pub(crate) type OutBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Where a request goes and how the connection is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Endpoint {
+    pub(crate) scheme: Scheme,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Verify the peer certificate and name (https only).
+    pub(crate) tls_verify: bool,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(
+                f,
+                "{}://[{}]:{}",
+                self.scheme.as_str(),
+                self.host,
+                self.port
+            )
+        } else {
+            write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
+        }
+    }
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallOptions {
+    pub(crate) connect_timeout: Duration,
+    /// Bounds the wait for response headers, and then each wait for a body chunk.
+    pub(crate) read_timeout: Duration,
+    /// Bounds sending the request (head and body) to the upstream.
+    pub(crate) send_timeout: Duration,
+    /// `None` disables keep-alive: the connection is closed after the response.
+    pub(crate) keepalive: Option<KeepalivePool>,
+}
+
+/// Why an upstream call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("failed to connect to {endpoint}: {source}")]
+    Connect { endpoint: String, source: io::Error },
+    #[error("timed out connecting to {endpoint}")]
+    ConnectTimeout { endpoint: String },
+    #[error("TLS handshake with {endpoint} failed: {source}")]
+    Tls {
+        endpoint: String,
+        source: native_tls::Error,
+    },
+    #[error("HTTP handshake with {endpoint} failed: {source}")]
+    Handshake {
+        endpoint: String,
+        source: hyper::Error,
+    },
+    #[error("timed out waiting for {endpoint} to respond")]
+    ReadTimeout { endpoint: String },
+    #[error("request to {endpoint} failed: {source}")]
+    Request {
+        endpoint: String,
+        source: hyper::Error,
+    },
+}
+
+impl CallError {
+    /// True when nothing reached the upstream, so another node may be tried with the same request.
+    pub(crate) fn before_request(&self) -> bool {
+        matches!(
+            self,
+            CallError::Connect { .. }
+                | CallError::ConnectTimeout { .. }
+                | CallError::Tls { .. }
+                | CallError::Handshake { .. }
+        )
+    }
+
+    /// The request body's own error, when sending failed because reading the client body failed.
+    pub(crate) fn body_error(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let CallError::Request { source, .. } = self else {
+            return None;
+        };
+        let mut cause = std::error::Error::source(source);
+        while let Some(err) = cause {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return Some(err);
+            }
+            cause = err.source();
+        }
+        None
+    }
+}
+
+impl Classify for CallError {
+    fn source(&self) -> ErrorSource {
+        if self.body_error().is_some() {
+            ErrorSource::Client
+        } else {
+            ErrorSource::Upstream
+        }
+    }
+
+    fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            CallError::ConnectTimeout { .. } | CallError::ReadTimeout { .. }
+        )
+    }
+
+    fn client_status(&self) -> http::StatusCode {
+        http::StatusCode::PAYLOAD_TOO_LARGE
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<OutBody>,
+    since: Instant,
+    served: u64,
+}
+
+thread_local! {
+    static POOL: RefCell<HashMap<Endpoint, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+    static TLS: RefCell<HashMap<bool, tokio_native_tls::TlsConnector>> = RefCell::new(HashMap::new());
+}
+
+/// Sends one request and returns the response with a body that streams from the upstream.
+///
+/// On `Err` the request was not answered. When [`CallError::before_request`] holds, the request is
+/// handed back so the caller may retry it elsewhere.
+pub(crate) async fn call(
+    endpoint: &Endpoint,
+    mut request: Request<OutBody>,
+    options: CallOptions,
+) -> Result<Response<UpstreamBody>, (CallError, Option<Request<OutBody>>)> {
+    let ep = endpoint.to_string();
+    // Idle connections may have been closed by the peer; hyper hands the request back in that case.
+    while let Some(mut idle) = take_idle(endpoint, options.keepalive) {
+        match idle.sender.try_send_request(request).await {
+            Ok(response) => {
+                idle.served += 1;
+                return Ok(finish(response, endpoint, idle, options));
+            }
+            Err(mut err) => match err.take_message() {
+                Some(req) => request = req,
+                None => {
+                    return Err((
+                        CallError::Request {
+                            endpoint: ep,
+                            source: err.into_error(),
+                        },
+                        None,
+                    ));
+                }
+            },
+        }
+    }
+    let mut sender = match connect(endpoint, options.connect_timeout).await {
+        Ok(sender) => sender,
+        Err(err) => return Err((err, Some(request))),
+    };
+    let sent = tokio::time::timeout(
+        options.send_timeout.max(options.read_timeout),
+        sender.send_request(request),
+    )
+    .await;
+    match sent {
+        Ok(Ok(response)) => Ok(finish(
+            response,
+            endpoint,
+            Idle {
+                sender,
+                since: Instant::now(),
+                served: 1,
+            },
+            options,
+        )),
+        Ok(Err(source)) => Err((
+            CallError::Request {
+                endpoint: ep,
+                source,
+            },
+            None,
+        )),
+        Err(_) => Err((CallError::ReadTimeout { endpoint: ep }, None)),
+    }
+}
+
+fn finish(
+    response: Response<Incoming>,
+    endpoint: &Endpoint,
+    idle: Idle,
+    options: CallOptions,
+) -> Response<UpstreamBody> {
+    let mut reusable = options.keepalive.filter(|pool| {
+        idle.served < pool.requests && pool.size > 0 && !wants_close(response.headers())
+    });
+    // A body known to be empty is never polled by the server side, so release the connection now.
+    let mut idle = Some(idle);
+    if response.body().is_end_stream() {
+        if let (Some(pool), Some(idle)) = (reusable.take(), idle.take()) {
+            release(endpoint.clone(), idle, pool);
+        }
+    }
+    response.map(|body| UpstreamBody {
+        inner: body,
+        read_timeout: options.read_timeout,
+        deadline: Box::pin(tokio::time::sleep(options.read_timeout)),
+        endpoint: endpoint.to_string(),
+        release: reusable
+            .zip(idle)
+            .map(|(pool, idle)| (endpoint.clone(), idle, pool)),
+    })
+}
+
+fn wants_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
+fn take_idle(endpoint: &Endpoint, keepalive: Option<KeepalivePool>) -> Option<Idle> {
+    let pool = keepalive?;
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let queue = p.get_mut(endpoint)?;
+        while let Some(idle) = queue.pop_back() {
+            if idle.since.elapsed() < pool.idle_timeout
+                && !idle.sender.is_closed()
+                && idle.sender.is_ready()
+            {
+                return Some(idle);
+            }
+        }
+        None
+    })
+}
+
+fn release(endpoint: Endpoint, mut idle: Idle, pool: KeepalivePool) {
+    if idle.sender.is_closed() {
+        return;
+    }
+    idle.since = Instant::now();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let queue = p.entry(endpoint).or_default();
+        queue.retain(|i| !i.sender.is_closed() && i.since.elapsed() < pool.idle_timeout);
+        if queue.len() >= pool.size {
+            queue.pop_front();
+        }
+        queue.push_back(idle);
+    });
+}
+
+/// The number of idle pooled connections on this thread (for tests and metrics).
+#[cfg(test)]
+pub(crate) fn idle_count(endpoint: &Endpoint) -> usize {
+    POOL.with(|p| p.borrow().get(endpoint).map_or(0, VecDeque::len))
+}
+
+async fn connect(
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<http1::SendRequest<OutBody>, CallError> {
+    let ep = || endpoint.to_string();
+    let tcp = tokio::time::timeout(
+        timeout,
+        TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+    )
+    .await
+    .map_err(|_| CallError::ConnectTimeout { endpoint: ep() })?
+    .map_err(|source| CallError::Connect {
+        endpoint: ep(),
+        source,
+    })?;
+    let _ = tcp.set_nodelay(true);
+    match endpoint.scheme {
+        Scheme::Http => handshake(TokioIo::new(tcp), endpoint).await,
+        Scheme::Https => {
+            let connector =
+                tls_connector(endpoint.tls_verify).map_err(|source| CallError::Tls {
+                    endpoint: ep(),
+                    source,
+                })?;
+            let tls = tokio::time::timeout(timeout, connector.connect(&endpoint.host, tcp))
+                .await
+                .map_err(|_| CallError::ConnectTimeout { endpoint: ep() })?
+                .map_err(|source| CallError::Tls {
+                    endpoint: ep(),
+                    source,
+                })?;
+            handshake(TokioIo::new(tls), endpoint).await
+        }
+    }
+}
+
+async fn handshake<T>(
+    io: TokioIo<T>,
+    endpoint: &Endpoint,
+) -> Result<http1::SendRequest<OutBody>, CallError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|source| CallError::Handshake {
+            endpoint: endpoint.to_string(),
+            source,
+        })?;
+    tokio::spawn(async move {
+        // The connection ends when the peer closes it or the last sender is dropped.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn tls_connector(verify: bool) -> Result<tokio_native_tls::TlsConnector, native_tls::Error> {
+    TLS.with(|cache| {
+        if let Some(c) = cache.borrow().get(&verify) {
+            return Ok(c.clone());
+        }
+        let connector = native_tls::TlsConnector::builder()
+            .danger_accept_invalid_certs(!verify)
+            .danger_accept_invalid_hostnames(!verify)
+            .request_alpns(&["http/1.1"])
+            .build()?;
+        let connector = tokio_native_tls::TlsConnector::from(connector);
+        cache.borrow_mut().insert(verify, connector.clone());
+        Ok(connector)
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A response body streaming from the upstream: bounds each wait for data by the read timeout and
+    /// returns the connection to the pool once the body has been read to its end.
+    pub(crate) struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        read_timeout: Duration,
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        endpoint: String,
+        release: Option<(Endpoint, Idle, KeepalivePool)>,
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + *this.read_timeout;
+                this.deadline.as_mut().reset(deadline);
+                match frame {
+                    None => {
+                        if let Some((endpoint, idle, pool)) = this.release.take() {
+                            release(endpoint, idle, pool);
+                        }
+                        Poll::Ready(None)
+                    }
+                    Some(Err(err)) => {
+                        this.release.take();
+                        Poll::Ready(Some(Err(err.into())))
+                    }
+                    Some(Ok(frame)) => {
+                        // With a known length the server stops polling at the last byte, so the end of
+                        // the body is noticed here rather than by a final `None`.
+                        if this.inner.is_end_stream() {
+                            if let Some((endpoint, idle, pool)) = this.release.take() {
+                                release(endpoint, idle, pool);
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                }
+            }
+            Poll::Pending => {
+                ready!(this.deadline.as_mut().poll(cx));
+                this.release.take();
+                Poll::Ready(Some(Err(Box::new(CallError::ReadTimeout {
+                    endpoint: this.endpoint.clone(),
+                }))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

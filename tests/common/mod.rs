@@ -1,0 +1,356 @@
+//! Test harness: the real gateway in-process on ephemeral loopback ports, plus stand-in upstreams.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use moongate::{Gateway, GatewayHandle};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+pub const VIEWER_KEY: &str = "test-viewer-key-0123456789abcdef";
+
+/// A gateway started for one test, with its own data dir.
+pub struct TestGateway {
+    pub handle: Option<GatewayHandle>,
+    pub dir: Arc<TempDir>,
+    pub http: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+pub struct TestGatewayBuilder {
+    dir: Arc<TempDir>,
+    extra_yaml: String,
+    max_body: String,
+    router: String,
+}
+
+impl TestGateway {
+    pub fn builder() -> TestGatewayBuilder {
+        TestGatewayBuilder {
+            dir: Arc::new(tempfile::tempdir().expect("temp dir")),
+            extra_yaml: String::new(),
+            max_body: "0".into(),
+            router: "radixtree_host_uri".into(),
+        }
+    }
+
+    pub async fn start() -> TestGateway {
+        Self::builder().start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}/apisix/admin{}", self.admin, path)
+    }
+
+    /// Sends an Admin API request with the admin key; returns status and JSON (or string) body.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method.parse().expect("method"), self.admin_url(path))
+            .header("X-API-KEY", ADMIN_KEY);
+        if let Some(body) = body {
+            req = req.body(body.to_string());
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("admin body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// PUTs an object and asserts the write succeeded.
+    pub async fn put(&self, path: &str, body: Value) -> Value {
+        let (status, resp) = self.admin("PUT", path, Some(body)).await;
+        assert!(
+            status == 200 || status == 201,
+            "PUT {path} failed: {status} {resp}"
+        );
+        resp
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Stops the gateway and waits for it to drain.
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+            handle.wait().await;
+        }
+        self.dir.clone()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.shutdown();
+        }
+    }
+}
+
+impl TestGatewayBuilder {
+    /// Extra YAML appended to the generated config (top-level keys not already present).
+    pub fn yaml(mut self, yaml: &str) -> Self {
+        self.extra_yaml.push_str(yaml);
+        self.extra_yaml.push('\n');
+        self
+    }
+
+    /// Sets `nginx_config.http.client_max_body_size`.
+    pub fn client_max_body_size(mut self, size: &str) -> Self {
+        self.max_body = size.to_owned();
+        self
+    }
+
+    /// Sets `apisix.router.http`.
+    pub fn router(mut self, mode: &str) -> Self {
+        self.router = mode.to_owned();
+        self
+    }
+
+    /// Reuses the data dir of a previous gateway (restart tests).
+    pub fn dir(mut self, dir: Arc<TempDir>) -> Self {
+        self.dir = dir;
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let data_dir = self.dir.path().join("store");
+        let yaml = format!(
+            r#"apisix:
+  node_listen:
+    - "127.0.0.1:0"
+  ssl:
+    listen:
+      - ip: 127.0.0.1
+        port: 0
+  data_dir: "{data}"
+  router:
+    http: {router}
+nginx_config:
+  worker_processes: 2
+  worker_shutdown_timeout: 5s
+  http:
+    client_max_body_size: "{max_body}"
+deployment:
+  admin:
+    admin_listen:
+      ip: 127.0.0.1
+      port: 0
+    admin_key:
+      - name: admin
+        key: {ADMIN_KEY}
+        role: admin
+      - name: viewer
+        key: {VIEWER_KEY}
+        role: viewer
+{extra}"#,
+            data = data_dir.display(),
+            max_body = self.max_body,
+            router = self.router,
+            extra = self.extra_yaml
+        );
+        let path = self.config_path();
+        std::fs::write(&path, yaml).expect("write config");
+        let gateway = Gateway::load(Some(&path), &HashMap::new()).expect("config loads");
+        let handle = gateway.start().await.expect("gateway starts");
+        let http = handle.http_addrs()[0];
+        let tls = handle.tls_addrs().first().copied();
+        let admin = handle.admin_addr().expect("admin listener");
+        TestGateway {
+            handle: Some(handle),
+            dir: self.dir,
+            http,
+            tls,
+            admin,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+        }
+    }
+}
+
+/// A stand-in upstream: answers with a JSON echo of what it received, or per-path behaviour.
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl MockUpstream {
+    /// Starts the upstream; `name` is echoed back so tests can tell upstreams apart.
+    pub async fn start(name: &str) -> MockUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let name: Arc<str> = name.into();
+        let (conns, reqs) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = rx.changed() => return,
+                    r = listener.accept() => match r { Ok(p) => p, Err(_) => continue },
+                };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let name = name.clone();
+                let reqs = reqs.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        reqs.fetch_add(1, Ordering::SeqCst);
+                        respond(name.clone(), req)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MockUpstream {
+            addr,
+            connections,
+            requests,
+            shutdown: tx,
+        }
+    }
+
+    pub fn node(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn respond(name: Arc<str>, req: Request<Incoming>) -> Result<Response<MockBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(ms) = query.get("sleep_ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path.starts_with("/stream") {
+        // `n` chunks of 64 KiB, generated on the fly.
+        let n: usize = query
+            .get("chunks")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures_util::stream::iter(
+            (0..n).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+        );
+        return Ok(Response::new(StreamBody::new(stream).boxed()));
+    }
+    if path.starts_with("/count") {
+        // Reads the body without keeping it, and answers its size.
+        let mut body = req.into_body();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => total += f.data_ref().map_or(0, |d| d.len()),
+                Err(_) => break,
+            }
+        }
+        return Ok(Response::new(
+            Full::new(Bytes::from(total.to_string())).boxed(),
+        ));
+    }
+    let status: u16 = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(v.to_str().unwrap_or("").to_owned()),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let echo = json!({
+        "upstream": &*name,
+        "method": method,
+        "uri": uri,
+        "version": version,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(echo.to_string())).boxed());
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().expect("static"));
+    resp.headers_mut()
+        .insert("x-upstream", name.parse().expect("ascii name"));
+    resp.headers_mut()
+        .insert("keep-alive", "timeout=5".parse().expect("static"));
+    Ok(resp)
+}
+
+/// A route JSON with an inline roundrobin upstream.
+pub fn route_to(uri: &str, node: &str) -> Value {
+    json!({"uri": uri, "upstream": {"type": "roundrobin", "nodes": {node: 1}}})
+}
+
+/// A self-signed certificate and key (PEM) for the given names.
+pub fn self_signed(names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = rcgen::generate_simple_self_signed(names).expect("generate cert");
+    (cert.cert.pem(), cert.signing_key.serialize_pem())
+}
