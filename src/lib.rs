@@ -15,7 +15,7 @@
 //! - [`Gateway`] ties them together and returns a [`GatewayHandle`] with the bound addresses.
 
 mod admin;
-// AWS-MOD pub mod aws;
+pub mod aws;
 pub mod cli;
 mod config;
 mod error;
