@@ -19,6 +19,7 @@ pub mod aws;
 pub mod cli;
 mod config;
 mod error;
+mod plugin;
 mod proxy;
 mod router;
 mod schema;
@@ -52,6 +53,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The plugin host could not start.
+    #[error("plugins: {0}")]
+    Plugins(String),
     /// Worker threads could not be started.
     #[error("cannot start workers: {0}")]
     Workers(std::io::Error),
@@ -117,6 +121,9 @@ impl Gateway {
     pub async fn start(self) -> Result<GatewayHandle, StartError> {
         let config = &self.loaded.config;
         let store = Arc::new(open_store(config)?);
+        let workers = config.worker_threads();
+        let plugins = plugin::PluginHost::start(plugin_settings(config, workers), store.clone())
+            .map_err(|e| StartError::Plugins(e.to_string()))?;
         let admin = Arc::new(admin::Admin {
             store: store.clone(),
             keys: config
@@ -132,9 +139,8 @@ impl Gateway {
                 .collect(),
             key_required: config.deployment.admin.admin_key_required,
             allow: config.allow_admin().to_vec(),
-            plugins: Arc::new(admin::NoPlugins),
+            plugins: plugins.clone(),
         });
-        let workers = config.worker_threads();
         let mut listeners = Vec::new();
         for addr in config.node_listen_addrs() {
             listeners.push(
@@ -171,6 +177,7 @@ impl Gateway {
             store: store.clone(),
             admin: config.admin_addr().map(|_| admin.clone()),
             max_body: config.client_max_body_size(),
+            plugins: Some(plugins.clone()),
         });
         let acceptor = (!tls_bound.is_empty())
             .then(|| tls::acceptor(store.shared(), config.apisix.enable_http2));
@@ -182,6 +189,7 @@ impl Gateway {
         let worker_handles =
             proxy::spawn_workers(listeners, dp, acceptor, settings, cancel.clone())
                 .map_err(StartError::Workers)?;
+        plugins.watch(cancel.clone());
         let admin_task = admin_listener
             .map(|listener| tokio::spawn(admin::serve(listener, admin, cancel.clone())));
         tracing::info!(
@@ -199,6 +207,22 @@ impl Gateway {
             workers: worker_handles,
             admin_task,
         })
+    }
+}
+
+fn plugin_settings(config: &config::Config, workers: usize) -> plugin::PluginSettings {
+    plugin::PluginSettings {
+        dir: config.plugins_dir().to_path_buf(),
+        enabled: config.plugins.clone(),
+        attrs: config.plugin_attr.clone(),
+        local_conf: serde_json::json!({
+            "apisix": {"router": {"http": config.apisix.router.http.as_str()}},
+            "plugins": config.plugins.clone(),
+            "plugin_attr": config.plugin_attr.clone(),
+        }),
+        memory_limit: 256 * 1024 * 1024,
+        phase_time_limit: std::time::Duration::from_secs(5),
+        workers,
     }
 }
 

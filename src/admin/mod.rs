@@ -59,6 +59,10 @@ pub(crate) trait PluginCatalog: Send + Sync {
     fn names(&self) -> Vec<String>;
     /// A plugin's schema with the injected `_meta`, if loaded.
     fn schema(&self, name: &str, schema_type: SchemaType) -> Option<Value>;
+    /// Why the last load of a plugin failed, if it did (the previous version may still serve).
+    fn load_error(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// Reloads plugin code; returns once every worker will pick the new registry up.
     fn reload(&self) {}
 }
@@ -69,22 +73,6 @@ pub(crate) enum SchemaType {
     Route,
     Consumer,
     Metadata,
-}
-
-/// A catalog with no plugins loaded: every plugin name is unknown.
-#[derive(Debug, Default)]
-pub(crate) struct NoPlugins;
-
-impl PluginCatalog for NoPlugins {
-    fn check(&self, name: &str, _: &Value, _: SchemaType) -> Result<(), String> {
-        Err(format!("unknown plugin [{name}]"))
-    }
-    fn names(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn schema(&self, _: &str, _: SchemaType) -> Option<Value> {
-        None
-    }
 }
 
 /// Settings and state of the Admin API.

@@ -48,11 +48,20 @@ pub(super) async fn dispatch(
                 _ => SchemaType::Route,
             };
             match admin.plugins.schema(name, schema_type) {
-                Some(schema) => json_response(StatusCode::OK, &schema),
+                Some(mut schema) => {
+                    // A newer file that failed to load is reported beside the schema still serving.
+                    if let (Some(err), Value::Object(map)) = (admin.plugins.load_error(name), &mut schema) {
+                        map.insert("x-moongate-load-error".into(), Value::String(err));
+                    }
+                    json_response(StatusCode::OK, &schema)
+                }
                 None if admin.plugins.names().iter().any(|n| n == name) => {
                     error(StatusCode::BAD_REQUEST, "not found schema")
                 }
-                None => error(StatusCode::NOT_FOUND, "plugin not found in subsystem http"),
+                None => match admin.plugins.load_error(name) {
+                    Some(err) => error(StatusCode::NOT_FOUND, format!("plugin not found in subsystem http: {err}")),
+                    None => error(StatusCode::NOT_FOUND, "plugin not found in subsystem http"),
+                },
             }
         }
         ["schema", kind] => match kind_of(kind) {

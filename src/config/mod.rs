@@ -199,8 +199,9 @@ pub(crate) struct Config {
     pub(crate) apisix: ApisixConfig,
     pub(crate) nginx_config: NginxConfig,
     pub(crate) deployment: DeploymentConfig,
-    /// Enabled HTTP plugins. A user `plugins:` list replaces the default list.
-    pub(crate) plugins: Vec<String>,
+    /// Enabled HTTP plugins. `None` (the default) enables every plugin file in `apisix.plugins_dir`;
+    /// a user `plugins:` list replaces that.
+    pub(crate) plugins: Option<Vec<String>>,
     /// `plugin_attr.<name>`: static per-plugin attributes, kept as JSON.
     pub(crate) plugin_attr: serde_json::Map<String, serde_json::Value>,
 }
@@ -988,10 +989,6 @@ impl Config {
         }
     }
 
-    pub(crate) fn plugin_enabled(&self, name: &str) -> bool {
-        self.plugins.iter().any(|p| p == name)
-    }
-
     /// `plugin_attr.<name>`, as APISIX's `plugin.plugin_attr(name)`.
     pub(crate) fn plugin_attr(&self, name: &str) -> Option<&serde_json::Value> {
         self.plugin_attr.get(name)
@@ -1055,8 +1052,8 @@ impl Config {
             self.log_filter(),
             self.data_dir().display(),
             self.plugins_dir().display(),
-            self.plugins.len(),
-            self.plugins.join(",")
+            self.plugins.as_ref().map_or(0, Vec::len),
+            self.plugins.as_ref().map_or_else(|| "every plugin file".to_owned(), |p| p.join(","))
         )
     }
 }
@@ -2157,21 +2154,7 @@ mod tests {
                 .iter()
                 .any(|n| n.contains(&"::1".parse::<IpAddr>().expect("ip")))
         );
-        for name in [
-            "serverless-pre-function",
-            "request-id",
-            "cors",
-            "ip-restriction",
-            "key-auth",
-            "proxy-rewrite",
-            "limit-count",
-            "response-rewrite",
-            "aws-lambda",
-            "azure-functions",
-            "serverless-post-function",
-        ] {
-            assert!(c.plugin_enabled(name), "{name}");
-        }
+        assert_eq!(c.plugins, None, "every plugin file is enabled by default");
         assert_eq!(c.deployment.etcd.prefix, "/apisix");
         assert_eq!(c.deployment.etcd.timeout, Duration::from_secs(30));
         assert!(c.plugin_attr("prometheus").is_some());
@@ -2228,8 +2211,7 @@ mod tests {
         let c = from_yaml("plugins:\n  - aws-lambda\n  - key-auth\n")
             .expect("load")
             .config;
-        assert_eq!(c.plugins, vec!["aws-lambda", "key-auth"]);
-        assert!(!c.plugin_enabled("cors"));
+        assert_eq!(c.plugins, Some(vec!["aws-lambda".to_owned(), "key-auth".to_owned()]));
     }
 
     #[test]

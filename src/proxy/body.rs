@@ -1,5 +1,7 @@
 //! Bodies and headers as they cross the proxy: one boxed body type, hop-by-hop stripping, error pages.
 
+use std::pin::Pin;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{HeaderValue, Response, StatusCode};
@@ -7,11 +9,21 @@ use http_body_util::{BodyExt, Full};
 
 use crate::upstream::pool::{BoxError, OutBody};
 
-/// The body of every response the data plane sends.
-pub(crate) type ProxyBody = OutBody;
+/// The body of every response the data plane sends. Not `Send`: it may run Lua `body_filter`s on the
+/// worker's own VM while it streams.
+pub(crate) type ProxyBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError>>>;
 
 /// Wraps any body into [`ProxyBody`].
 pub(crate) fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + 'static,
+    B::Error: Into<BoxError>,
+{
+    Box::pin(body.map_err(Into::into))
+}
+
+/// Wraps a body sent upstream (it crosses into the connection task, so it must be `Send`).
+pub(crate) fn outbound<B>(body: B) -> OutBody
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,

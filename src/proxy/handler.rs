@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,12 +16,14 @@ use http_body::Body;
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
-use super::body::{ProxyBody, boxed, error_page, json_error, strip_hop_by_hop};
+use super::body::{ProxyBody, boxed, error_page, json_error, outbound, strip_hop_by_hop};
+use super::plugins::PluginRun;
 use super::uri::{encode_path, normalize};
 use crate::admin::{self, Admin};
 use crate::error::status_for;
 use crate::router::{MatchInput, Vars};
-use crate::store::{RouteEntry, Store};
+use crate::plugin::{Phase, PluginError, PluginHost, ReqBody, RequestState};
+use crate::store::{RouteEntry, Snapshot, Store};
 use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
 use crate::upstream::{HashOn, Node, Upstream};
 
@@ -31,6 +34,8 @@ pub(crate) struct DataPlane {
     pub(crate) admin: Option<Arc<Admin>>,
     /// `client_max_body_size`; `None` is unlimited.
     pub(crate) max_body: Option<u64>,
+    /// The Lua plugin host; `None` runs routes without plugins.
+    pub(crate) plugins: Option<Arc<PluginHost>>,
 }
 
 /// The connection a request arrived on.
@@ -77,7 +82,8 @@ async fn serve(
             return (resp.map(boxed), None, None);
         }
     }
-    let path = match normalize(req.uri().path()) {
+    let (parts, body) = req.into_parts();
+    let path = match normalize(parts.uri.path()) {
         Ok(path) => path,
         Err(err) => {
             tracing::debug!(error = %err, "bad request path");
@@ -85,18 +91,14 @@ async fn serve(
         }
     };
     let snapshot = dp.store.snapshot();
-    let host_with_port = request_host(&req).map(str::to_ascii_lowercase);
+    let host_with_port = parts_host(&parts).map(str::to_ascii_lowercase);
     let host = host_with_port.as_deref().map(strip_port);
-    let vars = RequestVars {
-        req: &req,
-        path: &path,
-        conn,
-    };
+    let vars = RequestVars::new(&parts, &path, conn);
     let input = MatchInput {
         path: &path,
         host,
         host_with_port: host_with_port.as_deref(),
-        method: req.method().as_str(),
+        method: parts.method.as_str(),
         remote_addr: admin::canonical(conn.peer.ip()),
         vars: &vars,
     };
@@ -108,18 +110,13 @@ async fn serve(
         );
     };
     let route: Arc<RouteEntry> = found.value.clone();
-    let span =
-        tracing::info_span!("request", route_id = %route.id, generation = snapshot.generation);
-    let _entered = span.enter();
-    let Some(upstream) = route.upstream.clone() else {
-        tracing::error!(route_id = %route.id, "missing upstream configuration in Route or Service");
-        let resp = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "missing upstream configuration in Route or Service",
-        );
-        return (resp, Some(route.id.clone()), None);
+    let matched = Matched {
+        ext: found.ext,
+        params: found.params,
+        uri: found.matched_uri,
     };
-    if let (Some(limit), Some(len)) = (dp.max_body, content_length(&req)) {
+    // The body size is checked before any plugin or upstream sees the request.
+    if let (Some(limit), Some(len)) = (dp.max_body, content_length(&parts, &body)) {
         if len > limit {
             return (
                 error_page(StatusCode::PAYLOAD_TOO_LARGE),
@@ -128,25 +125,153 @@ async fn serve(
             );
         }
     }
-    let hash_key = upstream
-        .balancer
-        .hash_on()
-        .and_then(|on| hash_key(on, &vars));
-    let attempts: Vec<Node> = upstream
+    let route_id = Some(route.id.clone());
+    if let Some(host) = &dp.plugins {
+        if !route.plugins.is_empty() || !snapshot.global_plugins.is_empty() {
+            let request = PluginRequest { parts, body, path, conn, matched };
+            let (resp, node) = serve_with_plugins(dp, host, snapshot, route, request).await;
+            return (resp, route_id, node);
+        }
+    }
+    let Some(upstream) = route.upstream.clone() else {
+        return (no_upstream(&route), route_id, None);
+    };
+    let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
+    let uri = upstream_uri(&path, parts.uri.query());
+    let body = limit_body(dp, body);
+    let (resp, node) = forward(parts, body, uri, conn, &route, &upstream, &attempts).await;
+    (resp, route_id, node)
+}
+
+/// Where the router matched a request: the wildcard tail and `:param` captures.
+pub(crate) struct Matched {
+    pub(crate) ext: Option<String>,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) uri: String,
+}
+
+struct PluginRequest {
+    parts: http::request::Parts,
+    body: Incoming,
+    path: String,
+    conn: ConnInfo,
+    matched: Matched,
+}
+
+fn no_upstream(route: &RouteEntry) -> Response<ProxyBody> {
+    tracing::error!(route_id = %route.id, "missing upstream configuration in Route or Service");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "missing upstream configuration in Route or Service",
+    )
+}
+
+fn attempt_order(upstream: &Upstream, vars: &RequestVars<'_>) -> Vec<Node> {
+    let hash_key = upstream.balancer.hash_on().and_then(|on| hash_key(on, vars));
+    upstream
         .attempt_order(hash_key.as_deref().map(str::as_bytes))
         .into_iter()
         .cloned()
-        .collect();
-    drop(_entered);
-    let (resp, node) = forward(dp, req, &path, conn, &route, &upstream, &attempts).await;
-    (resp, Some(route.id.clone()), node)
+        .collect()
+}
+
+fn limit_body<B>(dp: &DataPlane, body: B) -> OutBody
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::upstream::pool::BoxError>,
+{
+    match dp.max_body {
+        Some(limit) => outbound(Limited::new(
+            body,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )),
+        None => outbound(body),
+    }
+}
+
+/// The plugin pipeline, in APISIX's phase order: rewrite, access, (pick a node) before_proxy, proxy,
+/// header_filter, body_filter as the body streams, then log once the response is done. A plugin that
+/// ends the request early still gets header_filter, body_filter and log, as in APISIX.
+async fn serve_with_plugins(
+    dp: &DataPlane,
+    host: &PluginHost,
+    snapshot: Arc<Snapshot>,
+    route: Arc<RouteEntry>,
+    request: PluginRequest,
+) -> (Response<ProxyBody>, Option<String>) {
+    let failed = |err: PluginError, route: &RouteEntry| {
+        tracing::error!(route_id = %route.id, error = %err, "plugin failed");
+        (error_page(StatusCode::INTERNAL_SERVER_ERROR), None)
+    };
+    let vm = match host.worker_vm() {
+        Ok(vm) => vm,
+        Err(err) => return failed(err, &route),
+    };
+    let chain = match vm.chain(&snapshot, &route) {
+        Ok(chain) => chain,
+        Err(err) => return failed(err, &route),
+    };
+    let PluginRequest { parts, body, path, conn, matched } = request;
+    let state = Rc::new(RequestState::new(
+        conn,
+        parts,
+        body,
+        path,
+        snapshot,
+        route.clone(),
+        dp.max_body,
+    ));
+    let run = PluginRun {
+        vm,
+        chain,
+        ctx: None,
+        state,
+    };
+    let mut run = run;
+    match run.vm.new_ctx(&run.state, &matched) {
+        Ok(ctx) => run.ctx = Some(ctx),
+        Err(err) => return failed(err, &route),
+    }
+    for phase in [Phase::Rewrite, Phase::Access] {
+        match run.phase(phase).await {
+            Ok(false) => {}
+            Ok(true) => return (run.exit_response().await, None),
+            Err(err) => return (run.error_response(err).await, None),
+        }
+    }
+    let Some(upstream) = route.upstream.clone() else {
+        let resp = no_upstream(&route);
+        return (run.finish(resp).await, None);
+    };
+    let attempts = {
+        let parts = run.state.parts.borrow();
+        let path = run.state.path.borrow();
+        attempt_order(&upstream, &RequestVars::new(&parts, &path, conn))
+    };
+    match run.phase(Phase::BeforeProxy).await {
+        Ok(false) => {}
+        Ok(true) => return (run.exit_response().await, None),
+        Err(err) => return (run.error_response(err).await, None),
+    }
+    let (parts, body) = run.take_request();
+    let uri = match run.state.vars.borrow().get("upstream_uri") {
+        Some(upstream_uri) => Uri::try_from(upstream_uri.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
+        None => upstream_uri(&run.state.path.borrow(), parts.uri.query()),
+    };
+    let body = match body {
+        ReqBody::Stream(incoming) => limit_body(dp, incoming),
+        ReqBody::Buffered(bytes) => outbound(http_body_util::Full::new(bytes)),
+        ReqBody::Reading => outbound(http_body_util::Empty::new()),
+    };
+    let (resp, node) = forward(parts, body, uri, conn, &route, &upstream, &attempts).await;
+    (run.finish(resp).await, node)
 }
 
 /// Sends the request to the first node that accepts a connection, retrying others on connect failure.
 async fn forward(
-    dp: &DataPlane,
-    req: Request<Incoming>,
-    path: &str,
+    parts: http::request::Parts,
+    body: OutBody,
+    uri: Uri,
     conn: ConnInfo,
     route: &RouteEntry,
     upstream: &Upstream,
@@ -156,18 +281,10 @@ async fn forward(
         tracing::error!(route_id = %route.id, "no valid upstream node");
         return (error_page(StatusCode::BAD_GATEWAY), None);
     };
-    let client_host = request_host(&req).map(str::to_owned);
-    let (parts, body) = req.into_parts();
-    let body: OutBody = match dp.max_body {
-        Some(limit) => boxed(Limited::new(
-            body,
-            usize::try_from(limit).unwrap_or(usize::MAX),
-        )),
-        None => boxed(body),
-    };
+    let client_host = parts_host(&parts).map(str::to_owned);
     let mut out = Request::new(body);
-    *out.method_mut() = parts.method.clone();
-    *out.uri_mut() = upstream_uri(path, parts.uri.query());
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = uri;
     *out.headers_mut() = parts.headers;
     strip_hop_by_hop(out.headers_mut());
     add_forwarded_headers(out.headers_mut(), conn, client_host.as_deref());
@@ -265,20 +382,22 @@ fn add_forwarded_headers(headers: &mut http::HeaderMap, conn: ConnInfo, client_h
     set("x-forwarded-port", &conn.local.port().to_string());
 }
 
-fn content_length<B: Body>(req: &Request<B>) -> Option<u64> {
-    req.headers()
+fn content_length<B: Body>(parts: &http::request::Parts, body: &B) -> Option<u64> {
+    parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .or_else(|| req.body().size_hint().exact())
+        .or_else(|| body.size_hint().exact())
 }
 
 /// The Host header, or the authority of an HTTP/2 request.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
+fn parts_host(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -329,9 +448,16 @@ fn resolve_template(template: &str, vars: &RequestVars<'_>) -> String {
 
 /// APISIX's `ctx.var` over one request, computed on demand.
 pub(crate) struct RequestVars<'a> {
-    req: &'a Request<Incoming>,
+    req: &'a http::request::Parts,
     path: &'a str,
     conn: ConnInfo,
+}
+
+impl<'a> RequestVars<'a> {
+    /// Variables of a request head, its normalized path and its connection.
+    pub(crate) fn new(req: &'a http::request::Parts, path: &'a str, conn: ConnInfo) -> Self {
+        RequestVars { req, path, conn }
+    }
 }
 
 impl Vars for RequestVars<'_> {
@@ -340,13 +466,13 @@ impl Vars for RequestVars<'_> {
             let wanted = header_name.replace('_', "-");
             return self
                 .req
-                .headers()
+                .headers
                 .get(wanted.as_str())
                 .and_then(|v| v.to_str().ok())
                 .map(Cow::Borrowed);
         }
         if let Some(arg) = name.strip_prefix("arg_") {
-            let query = self.req.uri().query()?;
+            let query = self.req.uri.query()?;
             return admin::form_pairs(query)
                 .find(|(k, _)| k == arg)
                 .map(|(_, v)| Cow::Owned(v));
@@ -354,7 +480,7 @@ impl Vars for RequestVars<'_> {
         if let Some(cookie) = name.strip_prefix("cookie_") {
             return self
                 .req
-                .headers()
+                .headers
                 .get_all(header::COOKIE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
@@ -368,19 +494,19 @@ impl Vars for RequestVars<'_> {
             "uri" => Cow::Borrowed(self.path),
             "request_uri" => Cow::Borrowed(
                 self.req
-                    .uri()
+                    .uri
                     .path_and_query()
                     .map_or("/", |pq| pq.as_str()),
             ),
-            "args" | "query_string" => Cow::Borrowed(self.req.uri().query()?),
-            "host" => Cow::Owned(strip_port(request_host(self.req)?).to_ascii_lowercase()),
-            "request_method" => Cow::Borrowed(self.req.method().as_str()),
+            "args" | "query_string" => Cow::Borrowed(self.req.uri.query()?),
+            "host" => Cow::Owned(strip_port(parts_host(self.req)?).to_ascii_lowercase()),
+            "request_method" => Cow::Borrowed(self.req.method.as_str()),
             "remote_addr" => Cow::Owned(admin::canonical(self.conn.peer.ip()).to_string()),
             "remote_port" => Cow::Owned(self.conn.peer.port().to_string()),
             "server_addr" => Cow::Owned(self.conn.local.ip().to_string()),
             "server_port" => Cow::Owned(self.conn.local.port().to_string()),
             "scheme" => Cow::Borrowed(if self.conn.tls { "https" } else { "http" }),
-            "server_protocol" => Cow::Borrowed(match self.req.version() {
+            "server_protocol" => Cow::Borrowed(match self.req.version {
                 http::Version::HTTP_2 => "HTTP/2.0",
                 http::Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",

@@ -4,6 +4,7 @@
 
 mod body;
 pub(crate) mod handler;
+mod plugins;
 mod uri;
 
 use std::convert::Infallible;
@@ -21,7 +22,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use handler::{ConnInfo, DataPlane};
+pub(crate) use body::outbound;
+pub(crate) use handler::{ConnInfo, DataPlane, Matched, RequestVars};
+pub(crate) use uri::encode_path;
 
 /// How long a TLS handshake may take before the connection is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,6 +115,7 @@ pub(crate) fn spawn_workers(
         let handle = std::thread::Builder::new()
             .name(format!("moongate-worker-{index}"))
             .spawn(move || {
+                crate::plugin::set_worker_id(index);
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(err) => {

@@ -22,13 +22,19 @@ pub(crate) struct SnapshotSettings {
 #[derive(Debug)]
 pub(crate) struct RouteEntry {
     pub(crate) id: String,
+    pub(crate) name: Option<String>,
     pub(crate) service_id: Option<String>,
+    /// The route object as stored (`ctx.matched_route.value`).
+    pub(crate) value: Value,
+    /// Plugin confs (name, conf JSON) merged as APISIX merges them: service, then plugin_config,
+    /// then the route's own, a later one replacing an earlier one of the same name.
+    pub(crate) plugins: Vec<(String, Arc<str>)>,
+    /// Changes whenever any of the merged objects changes (route, service, plugin_config).
+    pub(crate) plugins_version: u64,
     /// The upstream that serves it: its own (inline or by id), else its service's.
     pub(crate) upstream: Option<Arc<Upstream>>,
     /// The route's `timeout` applied over the upstream's.
     pub(crate) timeouts: Timeouts,
-    /// The route's configuration version (`modifiedIndex`), for caches keyed by config version.
-    pub(crate) version: u64,
 }
 
 /// One generation of configuration, compiled for the data plane.
@@ -39,6 +45,10 @@ pub(crate) struct Snapshot {
     pub(crate) state: ConfigState,
     pub(crate) router: Router<Arc<RouteEntry>>,
     pub(crate) certs: CertIndex,
+    /// Plugins of every global rule, merged; a plugin present in two rules is dropped from both.
+    pub(crate) global_plugins: Vec<(String, Arc<str>)>,
+    /// Changes whenever a global rule changes.
+    pub(crate) global_version: u64,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -53,6 +63,30 @@ impl std::fmt::Debug for Snapshot {
 struct ServiceView {
     upstream: Option<Arc<Upstream>>,
     hosts: Vec<String>,
+    plugins: Option<Value>,
+    version: u64,
+}
+
+/// Merges plugin maps, later ones replacing earlier ones plugin by plugin.
+fn merge_plugins(layers: &[Option<&Value>]) -> Vec<(String, Arc<str>)> {
+    let mut merged: Vec<(String, Arc<str>)> = Vec::new();
+    for layer in layers.iter().flatten() {
+        if let Value::Object(map) = layer {
+            for (name, conf) in map {
+                let conf: Arc<str> = conf.to_string().into();
+                match merged.iter_mut().find(|(n, _)| n == name) {
+                    Some(slot) => slot.1 = conf,
+                    None => merged.push((name.clone(), conf)),
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// Combines object versions into one number that changes when any of them does.
+fn combine_versions(versions: &[u64]) -> u64 {
+    versions.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| (h ^ v).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl Snapshot {
@@ -92,6 +126,8 @@ impl Snapshot {
                 ServiceView {
                     upstream: resolve(ResourceKind::Service, item.id(), &item.value)?,
                     hosts: strings(item.value.get("hosts")),
+                    plugins: item.value.get("plugins").cloned(),
+                    version: item.modified_index,
                 },
             );
         }
@@ -126,12 +162,29 @@ impl Snapshot {
                 vars: value.get("vars").cloned(),
                 priority: value.get("priority").and_then(Value::as_i64).unwrap_or(0),
             };
+            let plugin_config = value
+                .get("plugin_config_id")
+                .and_then(id_of)
+                .and_then(|pc| state.get(ResourceKind::PluginConfig, &pc));
+            let plugins = merge_plugins(&[
+                service.and_then(|s| s.plugins.as_ref()),
+                plugin_config.and_then(|pc| pc.value.get("plugins")),
+                value.get("plugins"),
+            ]);
+            let plugins_version = combine_versions(&[
+                item.modified_index,
+                service.map_or(0, |s| s.version),
+                plugin_config.map_or(0, |pc| pc.modified_index),
+            ]);
             let entry = RouteEntry {
                 id: id.to_owned(),
+                name: value.get("name").and_then(Value::as_str).map(str::to_owned),
                 service_id,
+                value: value.clone(),
+                plugins,
+                plugins_version,
                 upstream,
                 timeouts,
-                version: item.modified_index,
             };
             routes.push((spec, Arc::new(entry)));
         }
@@ -149,13 +202,50 @@ impl Snapshot {
                     reason: e.to_string(),
                 }
             })?;
+        let (global_plugins, global_version) = merge_global_rules(&state);
         Ok(Snapshot {
             generation,
             state,
             router,
             certs,
+            global_plugins,
+            global_version,
         })
     }
+}
+
+/// APISIX merges every global rule into one; a plugin found in two rules is dropped from both.
+fn merge_global_rules(state: &ConfigState) -> (Vec<(String, Arc<str>)>, u64) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut versions = Vec::new();
+    let rules: Vec<&Value> = state
+        .list(ResourceKind::GlobalRule)
+        .map(|item| {
+            versions.push(item.modified_index);
+            &item.value
+        })
+        .collect();
+    for rule in &rules {
+        if let Some(Value::Object(plugins)) = rule.get("plugins") {
+            for name in plugins.keys() {
+                *seen.entry(name.clone()).or_default() += 1;
+            }
+        }
+    }
+    let mut merged = Vec::new();
+    for rule in &rules {
+        if let Some(Value::Object(plugins)) = rule.get("plugins") {
+            for (name, conf) in plugins {
+                if seen.get(name).copied().unwrap_or(0) > 1 {
+                    tracing::error!(plugin = %name, "plugin found in more than one global rule, skipped");
+                    continue;
+                }
+                merged.push((name.clone(), Arc::from(conf.to_string())));
+            }
+        }
+    }
+    versions.push(rules.len() as u64);
+    (merged, combine_versions(&versions))
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {

@@ -36,6 +36,7 @@ pub struct TestGatewayBuilder {
     extra_yaml: String,
     max_body: String,
     router: String,
+    plugins_dir: PathBuf,
 }
 
 impl TestGateway {
@@ -45,6 +46,7 @@ impl TestGateway {
             extra_yaml: String::new(),
             max_body: "0".into(),
             router: "radixtree_host_uri".into(),
+            plugins_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/plugins")),
         }
     }
 
@@ -128,6 +130,12 @@ impl TestGatewayBuilder {
         self
     }
 
+    /// Sets `apisix.plugins_dir` (default: the repository's `plugins/`).
+    pub fn plugins_dir(mut self, dir: &std::path::Path) -> Self {
+        self.plugins_dir = dir.to_path_buf();
+        self
+    }
+
     /// Sets `apisix.router.http`.
     pub fn router(mut self, mode: &str) -> Self {
         self.router = mode.to_owned();
@@ -155,6 +163,7 @@ impl TestGatewayBuilder {
       - ip: 127.0.0.1
         port: 0
   data_dir: "{data}"
+  plugins_dir: "{plugins}"
   router:
     http: {router}
 nginx_config:
@@ -178,6 +187,7 @@ deployment:
             data = data_dir.display(),
             max_body = self.max_body,
             router = self.router,
+            plugins = self.plugins_dir.display(),
             extra = self.extra_yaml
         );
         let path = self.config_path();

@@ -1,0 +1,308 @@
+-- The host side of the plugin convention: loading and checking plugin modules, building the
+-- per-route plugin chains, creating the request ctx, and running phases. Rust calls these
+-- functions; everything here runs on the worker's own VM.
+
+local native = require("moongate.native")
+local core = require("apisix.core")
+local expr = require("resty.expr.v1")
+local EXIT = require("moongate.ngx").EXIT
+
+local pcall = pcall
+local xpcall = xpcall
+local type = type
+local tostring = tostring
+local pairs = pairs
+local ipairs = ipairs
+local sort = table.sort
+local traceback = debug.traceback
+local json_decode = native.json_decode
+
+local MARK = "this is a mark for our injected plugin schema"
+local PHASES = { "rewrite", "access", "before_proxy", "header_filter", "body_filter", "log" }
+local EXITING = { rewrite = true, access = true, before_proxy = true }
+
+local _M = { plugins = {} }
+local meta_schema
+
+-- `require("apisix.plugin").get(name)` finds the loaded module here.
+native.plugin_module = function(name)
+    return _M.plugins[name]
+end
+
+-- `injected` is schema_def.plugin_injected_schema: { ["$comment"] = MARK, _meta = {...} }.
+function _M.init(injected)
+    meta_schema = injected._meta
+end
+
+local function encode(value)
+    if value == nil then
+        return nil
+    end
+    return core.json.encode(value)
+end
+
+-- Loads one plugin module and checks it against the convention; returns what it declares.
+function _M.load(name)
+    local modname = "apisix.plugins." .. name
+    local ok, mod = pcall(require, modname)
+    if not ok then
+        package.loaded[modname] = nil
+        return nil, "failed to load plugin [" .. name .. "] err: " .. tostring(mod)
+    end
+    if type(mod) ~= "table" then
+        package.loaded[modname] = nil
+        return nil, "invalid plugin [" .. name .. "]: the module returned " .. type(mod) .. ", not a table"
+    end
+    if not mod.priority then
+        return nil, "invalid plugin [" .. name .. "], missing field: priority"
+    end
+    if not mod.version then
+        return nil, "invalid plugin [" .. name .. "] missing field: version"
+    end
+    if type(mod.schema) ~= "table" then
+        return nil, "invalid plugin [" .. name .. "] schema field"
+    end
+    local props = mod.schema.properties
+    if props and props._meta and mod.schema["$comment"] ~= MARK then
+        return nil, "invalid plugin [" .. name .. "]: found forbidden '_meta' field in the schema"
+    end
+    if not props then
+        props = {}
+        mod.schema.properties = props
+    end
+    props._meta = meta_schema
+    mod.schema["$comment"] = MARK
+    mod.name = name
+    if mod.init then
+        local ok_init, err = xpcall(mod.init, traceback)
+        if not ok_init then
+            return nil, "failed to init plugin [" .. name .. "] err: " .. tostring(err)
+        end
+    end
+    _M.plugins[name] = mod
+    local phases = {}
+    for _, phase in ipairs(PHASES) do
+        phases[phase] = type(mod[phase]) == "function"
+    end
+    return {
+        priority = mod.priority,
+        type = mod.type,
+        run_policy = mod.run_policy,
+        schema = encode(mod.schema),
+        consumer_schema = encode(mod.consumer_schema),
+        metadata_schema = encode(mod.metadata_schema),
+        phases = phases,
+    }
+end
+
+local function check_conf(mod, conf, schema_type)
+    if mod.check_schema then
+        return mod.check_schema(conf, schema_type)
+    end
+    local schema = mod.schema
+    if schema_type == core.schema.TYPE_CONSUMER then
+        schema = mod.consumer_schema or mod.schema
+    elseif schema_type == core.schema.TYPE_METADATA then
+        schema = mod.metadata_schema
+        if not schema then
+            return true
+        end
+    end
+    return core.schema.check(schema, conf)
+end
+
+-- The Admin API check of one conf. `schema_type`: 0 route/service/..., 1 consumer, 2 metadata.
+function _M.check(name, conf_json, schema_type)
+    local mod = _M.plugins[name]
+    if not mod then
+        return false, "unknown plugin [" .. name .. "]"
+    end
+    local conf, err = json_decode(conf_json)
+    if type(conf) ~= "table" then
+        return false, "invalid plugin conf " .. tostring(err or conf_json) .. " for plugin [" .. name .. "]"
+    end
+    if schema_type == 0 then
+        schema_type = nil
+    end
+    local ok, check_err = check_conf(mod, conf, schema_type)
+    if not ok then
+        if type(conf._meta) == "table" and conf._meta.disable then
+            core.log.warn("failed to check the configuration of plugin ", name, " err: ", check_err)
+            return true
+        end
+        return false, "failed to check the configuration of plugin " .. name .. " err: " .. tostring(check_err)
+    end
+    local meta = conf._meta
+    if type(meta) == "table" and meta.filter then
+        local _, expr_err = expr.new(meta.filter)
+        if expr_err then
+            return false, "failed to validate the 'vars' expression: " .. tostring(expr_err)
+        end
+    end
+    return true
+end
+
+local function entries(list, out, skip)
+    local group = {}
+    for i = 1, #list do
+        local item = list[i]
+        local mod = _M.plugins[item.name]
+        if mod and not (skip and skip[item.name]) then
+            local conf = json_decode(item.conf)
+            if type(conf) == "table" then
+                -- The data plane runs on a conf with the schema's defaults filled in, as APISIX does.
+                local ok, err = check_conf(mod, conf, nil)
+                if not ok then
+                    core.log.warn("plugin ", item.name, " conf failed its check: ", err)
+                end
+                local meta = type(conf._meta) == "table" and conf._meta or nil
+                if not (meta and meta.disable) then
+                    local filter
+                    if meta and meta.filter then
+                        filter = expr.new(meta.filter)
+                    end
+                    group[#group + 1] = {
+                        name = item.name,
+                        mod = mod,
+                        conf = conf,
+                        priority = (meta and meta.priority) or mod.priority,
+                        filter = filter,
+                    }
+                end
+            end
+        end
+    end
+    sort(group, function(a, b)
+        if a.priority == b.priority then
+            return a.name < b.name
+        end
+        return a.priority > b.priority
+    end)
+    for i = 1, #group do
+        out[#out + 1] = group[i]
+    end
+end
+
+-- The chain of one route: global-rule plugins first, then the route's own (merged service,
+-- plugin_config and route confs), each group by priority. Returns the chain and its phase set.
+function _M.build_chain(globals, own)
+    local chain = {}
+    local on_route = {}
+    for i = 1, #own do
+        local mod = _M.plugins[own[i].name]
+        if mod and mod.run_policy == "prefer_route" then
+            on_route[own[i].name] = true
+        end
+    end
+    entries(globals, chain, on_route)
+    entries(own, chain, nil)
+    local phases = {}
+    for _, e in ipairs(chain) do
+        for _, phase in ipairs(PHASES) do
+            if type(e.mod[phase]) == "function" then
+                phases[phase] = true
+            end
+        end
+    end
+    return chain, phases
+end
+
+function _M.new_ctx(info)
+    local ctx = {
+        conf_type = "route",
+        conf_id = info.route_id,
+        conf_version = info.conf_version,
+        matched_route = { key = "/apisix/routes/" .. info.route_id, value = info.route },
+        curr_req_matched = { _path = info.matched_uri, [":ext"] = info.ext },
+        service_id = info.service_id,
+    }
+    for k, v in pairs(info.params) do
+        ctx.curr_req_matched[k] = v
+    end
+    core.ctx.set_vars_meta(ctx)
+    return ctx
+end
+
+local function on_error(err)
+    if err == EXIT then
+        return EXIT
+    end
+    return traceback(tostring(err), 2)
+end
+
+local function filter_passes(e, ctx)
+    if not e.filter then
+        return true
+    end
+    local ok, matched = pcall(e.filter.eval, e.filter, ctx.var)
+    -- APISIX runs the plugin when its filter cannot be evaluated.
+    return not ok or matched
+end
+
+-- Runs one phase of a chain. Returns true when a plugin ended the request.
+function _M.run_phase(phase, chain, ctx)
+    local exiting = EXITING[phase]
+    for i = 1, #chain do
+        local e = chain[i]
+        local f = e.mod[phase]
+        if f and filter_passes(e, ctx) then
+            local ok, code, body = xpcall(f, on_error, e.conf, ctx)
+            if not ok then
+                if code == EXIT then
+                    return true
+                end
+                error("plugin " .. e.name .. " failed in " .. phase .. ": " .. tostring(code), 0)
+            end
+            if exiting and (code ~= nil or body ~= nil) then
+                if type(code) ~= "number" then
+                    error("plugin " .. e.name .. " returned a non-number status code from " .. phase, 0)
+                end
+                if code >= 400 then
+                    core.log.warn(e.name, " exits with http status code ", code)
+                    local meta = e.conf._meta
+                    if type(meta) == "table" and meta.error_response then
+                        body = meta.error_response
+                    end
+                end
+                local exited, err = pcall(core.response.exit, code, body)
+                if not exited and err ~= EXIT then
+                    error("plugin " .. e.name .. " failed to exit: " .. tostring(err), 0)
+                end
+                return true
+            end
+        end
+    end
+    return false
+end
+
+-- Runs the body filters on one chunk; returns the chunk to send.
+function _M.run_body_filter(chain, ctx, chunk, eof)
+    local arg = ngx.arg
+    arg[1] = chunk
+    arg[2] = eof
+    for i = 1, #chain do
+        local e = chain[i]
+        local f = e.mod.body_filter
+        if f and filter_passes(e, ctx) then
+            local ok, err = xpcall(f, on_error, e.conf, ctx)
+            if not ok and err ~= EXIT then
+                error("plugin " .. e.name .. " failed in body_filter: " .. tostring(err), 0)
+            end
+        end
+    end
+    return arg[1]
+end
+
+-- Calls every plugin's destroy() when the VM is replaced.
+function _M.destroy()
+    for name, mod in pairs(_M.plugins) do
+        if mod.destroy then
+            local ok, err = pcall(mod.destroy)
+            if not ok then
+                core.log.warn("failed to destroy plugin ", name, ": ", err)
+            end
+        end
+    end
+end
+
+return _M

@@ -1,0 +1,129 @@
+//! `native.http_request`: the outbound HTTP client behind `resty.http`, on the same per-worker
+//! keep-alive pools as upstream proxying. It yields the calling coroutine while waiting.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use mlua::{Lua, MultiValue, Table, Value};
+
+use super::ctx::headers_table;
+use crate::upstream::pool::{self, CallOptions, Endpoint};
+use crate::upstream::{KeepalivePool, Scheme};
+
+/// Bodies larger than this are refused rather than buffered into the VM.
+const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+
+fn millis(t: &Table, key: &str, default: u64) -> Duration {
+    Duration::from_millis(t.get::<Option<u64>>(key).ok().flatten().unwrap_or(default))
+}
+
+async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
+    let scheme = match req.get::<Option<String>>("scheme")?.as_deref() {
+        Some("https") => Scheme::Https,
+        Some("http") | None => Scheme::Http,
+        Some(other) => return Ok(Err(format!("unsupported scheme: {other}"))),
+    };
+    let host: String = req.get("host")?;
+    let port: u16 = req.get::<Option<u16>>("port")?.unwrap_or(if scheme == Scheme::Https { 443 } else { 80 });
+    let method: String = req.get::<Option<String>>("method")?.unwrap_or_else(|| "GET".into());
+    let path: String = req.get::<Option<String>>("path")?.unwrap_or_else(|| "/".into());
+    let timeouts: Option<Table> = req.get("timeout_ms")?;
+    let (connect, send, read) = match &timeouts {
+        Some(t) => (millis(t, "connect", 60_000), millis(t, "send", 60_000), millis(t, "read", 60_000)),
+        None => (Duration::from_secs(60), Duration::from_secs(60), Duration::from_secs(60)),
+    };
+    let keepalive = if req.get::<Option<bool>>("keepalive")?.unwrap_or(true) {
+        Some(KeepalivePool {
+            size: req.get::<Option<usize>>("keepalive_pool")?.unwrap_or(30).max(1),
+            idle_timeout: Duration::from_millis(req.get::<Option<u64>>("keepalive_timeout")?.unwrap_or(60_000)),
+            requests: 1000,
+        })
+    } else {
+        None
+    };
+    let endpoint = Endpoint {
+        scheme,
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        port,
+        tls_verify: req.get::<Option<bool>>("ssl_verify")?.unwrap_or(true),
+    };
+    let body = match req.get::<Option<mlua::LuaString>>("body")? {
+        Some(b) => Bytes::copy_from_slice(&b.as_bytes()),
+        None => Bytes::new(),
+    };
+    let mut out = Request::new(crate::proxy::outbound(Full::new(body)));
+    *out.method_mut() = match Method::from_bytes(method.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return Ok(Err(format!("invalid method: {method}"))),
+    };
+    *out.uri_mut() = match path.parse() {
+        Ok(u) => u,
+        Err(e) => return Ok(Err(format!("invalid path {path:?}: {e}"))),
+    };
+    if let Some(headers) = req.get::<Option<Table>>("headers")? {
+        for pair in headers.pairs::<mlua::LuaString, Value>() {
+            let (name, value) = pair?;
+            let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) else {
+                return Ok(Err(format!("invalid header name {:?}", name.to_string_lossy())));
+            };
+            let values: Vec<mlua::LuaString> = match value {
+                Value::Table(list) => list.sequence_values::<mlua::LuaString>().collect::<mlua::Result<_>>()?,
+                Value::String(s) => vec![s],
+                Value::Integer(n) => vec![lua.create_string(n.to_string())?],
+                Value::Number(n) => vec![lua.create_string(n.to_string())?],
+                _ => continue,
+            };
+            for v in values {
+                match HeaderValue::from_bytes(&v.as_bytes()) {
+                    Ok(v) => {
+                        out.headers_mut().append(name.clone(), v);
+                    }
+                    Err(_) => return Ok(Err(format!("invalid value for header {name}"))),
+                }
+            }
+        }
+    }
+    let options = CallOptions {
+        connect_timeout: connect,
+        send_timeout: send,
+        read_timeout: read,
+        keepalive,
+    };
+    let response = match pool::call(&endpoint, out, options).await {
+        Ok(r) => r,
+        Err((err, _)) => {
+            use crate::error::Classify;
+            return Ok(Err(if err.is_timeout() { "timeout".to_owned() } else { err.to_string() }));
+        }
+    };
+    let (head, body) = response.into_parts();
+    let collected = match http_body_util::Limited::new(body, MAX_RESPONSE_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(err) => {
+            let msg = err.to_string();
+            return Ok(Err(if msg.contains("timed out") { "timeout".to_owned() } else { msg }));
+        }
+    };
+    let res = lua.create_table()?;
+    res.set("status", head.status.as_u16())?;
+    res.set("reason", head.status.canonical_reason().unwrap_or(""))?;
+    res.set("headers", headers_table(lua, &head.headers)?)?;
+    res.set("body", lua.create_string(&collected)?)?;
+    Ok(Ok(res))
+}
+
+/// Installs `native.http_request(req) -> res | nil, err`.
+pub(crate) fn register(lua: &Lua, native: &Table) -> mlua::Result<()> {
+    native.set(
+        "http_request",
+        lua.create_async_function(|lua, req: Table| async move {
+            match request(&lua, req).await? {
+                Ok(res) => Ok(MultiValue::from_vec(vec![Value::Table(res)])),
+                Err(err) => Ok(MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(&err)?)])),
+            }
+        })?,
+    )
+}

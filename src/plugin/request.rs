@@ -1,0 +1,162 @@
+//! The state of one request as plugins see it, and how native functions find it.
+//!
+//! A worker polls one task at a time and Lua only runs while a request's future is polled, so the
+//! request being served is kept in a thread-local that [`Scoped`] sets around every poll. Native
+//! functions read it with [`with_current`]; no per-request Lua userdata or scope is created.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use hyper::body::Incoming;
+
+use super::Phase;
+use crate::proxy::ConnInfo;
+use crate::store::{RouteEntry, Snapshot};
+
+/// The client request body, before or after a plugin read it.
+#[derive(Debug)]
+pub(crate) enum ReqBody {
+    /// Not read yet: it will stream to the upstream.
+    Stream(Incoming),
+    /// Read whole by a plugin (`core.request.get_body`) or replaced (`ngx.req.set_body_data`).
+    Buffered(Bytes),
+    /// The body is being read right now.
+    Reading,
+}
+
+/// What plugins have decided about the response so far.
+#[derive(Debug, Default)]
+pub(crate) struct RespState {
+    /// `ngx.status`: set by a plugin or from the upstream response.
+    pub(crate) status: Option<u16>,
+    pub(crate) headers: HeaderMap,
+    /// Headers went out: later header changes raise an error.
+    pub(crate) sent: bool,
+    /// Text printed with `ngx.say`/`ngx.print`/`core.response.say`.
+    pub(crate) out: BytesMut,
+    /// The code passed to `ngx.exit` (through `core.response.exit` or a `return code, body`).
+    pub(crate) exit: Option<u16>,
+}
+
+/// One request on its way through the plugin phases.
+pub(crate) struct RequestState {
+    pub(crate) conn: ConnInfo,
+    /// Method, URI, version and headers as plugins may have changed them.
+    pub(crate) parts: RefCell<http::request::Parts>,
+    /// The normalized path (`$uri`), which `ngx.req.set_uri` changes.
+    pub(crate) path: RefCell<String>,
+    pub(crate) body: RefCell<ReqBody>,
+    pub(crate) resp: RefCell<RespState>,
+    /// Variables set by plugins (`ctx.var.upstream_uri = ...`) and by the host (`route_id`, ...).
+    pub(crate) vars: RefCell<HashMap<String, String>>,
+    pub(crate) phase: Cell<Phase>,
+    /// `ngx.ctx`, created on first use.
+    pub(crate) ngx_ctx: RefCell<Option<mlua::Table>>,
+    /// When the current phase call must have returned (runaway plugin protection).
+    pub(crate) deadline: Cell<Option<Instant>>,
+    /// Seconds since the epoch when the request arrived (`ngx.req.start_time`).
+    pub(crate) start_time: f64,
+    pub(crate) max_body: Option<u64>,
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) route: Arc<RouteEntry>,
+}
+
+impl RequestState {
+    /// Creates the state of a matched request.
+    pub(crate) fn new(
+        conn: ConnInfo,
+        parts: http::request::Parts,
+        body: Incoming,
+        path: String,
+        snapshot: Arc<Snapshot>,
+        route: Arc<RouteEntry>,
+        max_body: Option<u64>,
+    ) -> RequestState {
+        let start_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut vars = HashMap::new();
+        vars.insert("route_id".to_owned(), route.id.clone());
+        if let Some(name) = &route.name {
+            vars.insert("route_name".to_owned(), name.clone());
+        }
+        if let Some(service) = &route.service_id {
+            vars.insert("service_id".to_owned(), service.clone());
+        }
+        RequestState {
+            conn,
+            parts: RefCell::new(parts),
+            path: RefCell::new(path),
+            body: RefCell::new(ReqBody::Stream(body)),
+            resp: RefCell::new(RespState::default()),
+            vars: RefCell::new(vars),
+            phase: Cell::new(Phase::Rewrite),
+            ngx_ctx: RefCell::new(None),
+            deadline: Cell::new(None),
+            start_time,
+            max_body,
+            snapshot,
+            route,
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<RequestState>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the request being served on this thread, or `None` outside any request.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Rc<RequestState>>) -> R) -> R {
+    CURRENT.with(|c| f(c.borrow().as_ref()))
+}
+
+/// The current request's deadline, for the instruction-count hook.
+pub(crate) fn current_deadline() -> Option<Instant> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.deadline.get()))
+}
+
+/// Makes `state` the current request for the duration of `f` (synchronous calls into Lua).
+pub(crate) fn enter<R>(state: &Rc<RequestState>, f: impl FnOnce() -> R) -> R {
+    let previous = CURRENT.with(|c| c.replace(Some(state.clone())));
+    let result = f();
+    CURRENT.with(|c| *c.borrow_mut() = previous);
+    result
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled with its request current, so Lua natives called from it see that request even
+    /// when other requests' coroutines run between its polls.
+    pub(crate) struct Scoped<F> {
+        state: Rc<RequestState>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let previous = CURRENT.with(|c| c.replace(Some(this.state.clone())));
+        let result = this.inner.poll(cx);
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+        result
+    }
+}
+
+/// Wraps a future so it runs with `state` current.
+pub(crate) fn scoped<F: Future>(state: &Rc<RequestState>, inner: F) -> Scoped<F> {
+    Scoped {
+        state: state.clone(),
+        inner,
+    }
+}

@@ -1,0 +1,308 @@
+//! One LuaJIT state: the runtime modules, the natives, the plugins of one registry generation, and
+//! the compiled plugin chains of the routes it served.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value, VmState};
+use serde_json::Value as Json;
+
+use super::native::{self, WorkerInfo};
+use super::registry::{PluginInfo, PluginSettings, Source};
+use super::request::{RequestState, current_deadline};
+use super::{Phase, PluginError, lua_message};
+use crate::admin::SchemaType;
+use crate::proxy::Matched;
+use crate::store::{RouteEntry, Snapshot};
+
+/// Instructions between two deadline checks of a running plugin.
+const HOOK_EVERY: u32 = 10_000;
+/// The error a deadline check raises, recognised to report a timeout.
+const TIME_LIMIT_MARK: &str = "moongate: plugin time limit exceeded";
+
+/// The plugins of one route (global-rule plugins first), compiled into a Lua array once per config
+/// version: conf tables with schema defaults filled, sorted by priority.
+pub(crate) struct Chain {
+    table: Table,
+    phases: u8,
+    /// The config version it was built for.
+    version: (u64, u64),
+}
+
+impl Chain {
+    /// Whether any plugin of the chain has this phase.
+    pub(crate) fn has(&self, phase: Phase) -> bool {
+        self.phases & phase.bit() != 0
+    }
+}
+
+/// A LuaJIT state with the runtime and one generation of plugins loaded.
+pub(crate) struct Vm {
+    lua: Lua,
+    pub(crate) generation: u64,
+    run_phase: Function,
+    body_filter: Function,
+    new_ctx: Function,
+    build_chain: Function,
+    check: Function,
+    destroy: Function,
+    chains: RefCell<HashMap<String, Rc<Chain>>>,
+    time_limit_ms: u64,
+}
+
+impl Vm {
+    /// Builds a VM whose `require` finds plugin modules in `sources`.
+    pub(crate) fn new(
+        generation: u64,
+        sources: &HashMap<String, Source>,
+        settings: &PluginSettings,
+        worker: WorkerInfo,
+    ) -> Result<Vm, PluginError> {
+        let vm_err = |e: mlua::Error| PluginError::Vm(lua_message(&e));
+        let lua = Lua::new_with(StdLib::ALL_SAFE | StdLib::JIT, LuaOptions::new()).map_err(vm_err)?;
+        let native = native::install(&lua, worker, settings).map_err(vm_err)?;
+        preload_runtime(&lua).map_err(vm_err)?;
+        install_plugin_searcher(&lua, sources).map_err(vm_err)?;
+        let ngx: Table = lua
+            .load("return require('moongate.ngx')")
+            .set_name("@moongate/bootstrap")
+            .call(())
+            .map_err(vm_err)?;
+        ngx.get::<Function>("install").and_then(|f| f.call::<()>(native.clone())).map_err(vm_err)?;
+        let host: Table = lua.load("return require('moongate.host')").call(()).map_err(vm_err)?;
+        let meta = lua.to_value(&crate::schema::plugin_injected_schema()).map_err(vm_err)?;
+        host.get::<Function>("init").and_then(|f| f.call::<()>(meta)).map_err(vm_err)?;
+        lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |_, _| {
+            if current_deadline().is_some_and(|d| Instant::now() > d) {
+                return Err(mlua::Error::runtime(TIME_LIMIT_MARK));
+            }
+            Ok(VmState::Continue)
+        })
+        .map_err(vm_err)?;
+        lua.set_memory_limit(settings.memory_limit).map_err(vm_err)?;
+        let get = |name: &str| host.get::<Function>(name).map_err(vm_err);
+        Ok(Vm {
+            run_phase: get("run_phase")?,
+            body_filter: get("run_body_filter")?,
+            new_ctx: get("new_ctx")?,
+            build_chain: get("build_chain")?,
+            check: get("check")?,
+            destroy: get("destroy")?,
+            lua,
+            generation,
+            chains: RefCell::new(HashMap::new()),
+            time_limit_ms: u64::try_from(settings.phase_time_limit.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Loads (requires, validates, `init()`s) each plugin; returns what loaded and what failed.
+    pub(crate) fn load_plugins(&self, names: &[String]) -> (Vec<PluginInfo>, Vec<(String, String)>) {
+        let mut loaded = Vec::new();
+        let mut failed = Vec::new();
+        let load = match self
+            .lua
+            .load("return require('moongate.host').load")
+            .call::<Function>(())
+        {
+            Ok(f) => f,
+            Err(err) => {
+                let msg = lua_message(&err);
+                return (Vec::new(), names.iter().map(|n| (n.clone(), msg.clone())).collect());
+            }
+        };
+        for name in names {
+            match load.call::<(Option<Table>, Option<String>)>(name.as_str()) {
+                Ok((Some(info), _)) => match plugin_info(&self.lua, name, &info) {
+                    Ok(info) => loaded.push(info),
+                    Err(err) => failed.push((name.clone(), lua_message(&err))),
+                },
+                Ok((None, err)) => failed.push((name.clone(), err.unwrap_or_else(|| "failed to load".into()))),
+                Err(err) => failed.push((name.clone(), lua_message(&err))),
+            }
+        }
+        loaded.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
+        (loaded, failed)
+    }
+
+    /// Runs a plugin's `check_schema` (or its schema) on a conf, as the Admin API does on writes.
+    pub(crate) fn check(&self, name: &str, conf: &Json, schema_type: SchemaType) -> Result<(), String> {
+        let kind = match schema_type {
+            SchemaType::Route => 0,
+            SchemaType::Consumer => 1,
+            SchemaType::Metadata => 2,
+        };
+        let conf = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+        match self.check.call::<(bool, Option<String>)>((name, conf, kind)) {
+            Ok((true, _)) => Ok(()),
+            Ok((false, err)) => Err(err.unwrap_or_else(|| format!("failed to check the configuration of plugin {name}"))),
+            Err(err) => Err(format!("failed to check the configuration of plugin {name} err: {}", lua_message(&err))),
+        }
+    }
+
+    /// The compiled chain of a route, built on first use for each config version.
+    pub(crate) fn chain(&self, snapshot: &Snapshot, route: &RouteEntry) -> Result<Rc<Chain>, PluginError> {
+        let version = (route.plugins_version, snapshot.global_version);
+        if let Some(chain) = self.chains.borrow().get(&route.id) {
+            if chain.version == version {
+                return Ok(chain.clone());
+            }
+        }
+        let to_list = |plugins: &[(String, Arc<str>)]| -> mlua::Result<Table> {
+            let list = self.lua.create_table_with_capacity(plugins.len(), 0)?;
+            for (name, conf) in plugins {
+                let entry = self.lua.create_table_with_capacity(0, 2)?;
+                entry.raw_set("name", name.as_str())?;
+                entry.raw_set("conf", &**conf)?;
+                list.raw_push(entry)?;
+            }
+            Ok(list)
+        };
+        let globals = to_list(&snapshot.global_plugins)?;
+        let own = to_list(&route.plugins)?;
+        let (table, phases): (Table, Table) = self.build_chain.call((globals, own))?;
+        let mut bits = 0u8;
+        for phase in Phase::ALL {
+            if phases.get::<bool>(phase.name()).unwrap_or(false) {
+                bits |= phase.bit();
+            }
+        }
+        let chain = Rc::new(Chain {
+            table,
+            phases: bits,
+            version,
+        });
+        let mut chains = self.chains.borrow_mut();
+        // Routes that changed leave stale chains behind; drop them all when the map grows large.
+        if chains.len() > 4 * snapshot.router.len().max(64) {
+            chains.clear();
+        }
+        chains.insert(route.id.clone(), chain.clone());
+        Ok(chain)
+    }
+
+    /// The per-request `ctx` (APISIX's `api_ctx`).
+    pub(crate) fn new_ctx(&self, state: &Rc<RequestState>, matched: &Matched) -> Result<Table, PluginError> {
+        let info = self.lua.create_table()?;
+        info.raw_set("route_id", state.route.id.as_str())?;
+        info.raw_set("conf_version", state.route.plugins_version)?;
+        if let Some(service) = &state.route.service_id {
+            info.raw_set("service_id", service.as_str())?;
+        }
+        info.raw_set("matched_uri", matched.uri.as_str())?;
+        if let Some(ext) = &matched.ext {
+            info.raw_set("ext", ext.as_str())?;
+        }
+        let params = self.lua.create_table()?;
+        for (k, v) in &matched.params {
+            params.raw_set(k.as_str(), v.as_str())?;
+        }
+        info.raw_set("params", params)?;
+        info.raw_set("route", self.lua.to_value(&state.route.value)?)?;
+        Ok(super::request::enter(state, || self.new_ctx.call::<Table>(info))?)
+    }
+
+    /// Runs one phase of a chain. `Ok(true)` means a plugin ended the request.
+    pub(crate) async fn run_phase(&self, phase: Phase, chain: &Chain, ctx: &Table) -> Result<bool, PluginError> {
+        let result = self.run_phase.call_async::<bool>((phase.name(), chain.table.clone(), ctx.clone())).await;
+        self.map_result(result)
+    }
+
+    /// Runs the `body_filter`s of a chain on one chunk; returns the chunk to send.
+    pub(crate) fn run_body_filter(&self, chain: &Chain, ctx: &Table, chunk: Bytes, eof: bool) -> Result<Bytes, PluginError> {
+        let chunk = self.lua.create_string(&chunk)?;
+        let result = self.body_filter.call::<Option<mlua::LuaString>>((chain.table.clone(), ctx.clone(), chunk, eof));
+        let out = self.map_result(result)?;
+        Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
+    }
+
+    fn map_result<T>(&self, result: mlua::Result<T>) -> Result<T, PluginError> {
+        match result {
+            Ok(v) => Ok(v),
+            Err(err) => {
+                let msg = lua_message(&err);
+                if matches!(err, mlua::Error::MemoryError(_)) || msg.contains("not enough memory") {
+                    // The VM refuses work until the garbage is collected (see the LuaJIT notes).
+                    let _ = self.lua.gc_collect();
+                }
+                if msg.contains(TIME_LIMIT_MARK) {
+                    return Err(PluginError::Timeout {
+                        limit_ms: self.time_limit_ms,
+                    });
+                }
+                Err(PluginError::Lua(msg))
+            }
+        }
+    }
+
+    /// The time limit to arm before a phase call.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + std::time::Duration::from_millis(self.time_limit_ms)
+    }
+
+    /// Calls every plugin's `destroy()` (errors are logged, never raised).
+    pub(crate) fn destroy(&self) {
+        if let Err(err) = self.destroy.call::<()>(()) {
+            tracing::warn!(error = %lua_message(&err), "plugin destroy failed");
+        }
+    }
+}
+
+fn plugin_info(lua: &Lua, name: &str, info: &Table) -> mlua::Result<PluginInfo> {
+    let json = |key: &str| -> mlua::Result<Option<Json>> {
+        match info.get::<Option<String>>(key)? {
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(mlua::Error::external),
+            None => Ok(None),
+        }
+    };
+    let phases: Table = info.get("phases")?;
+    let mut bits = 0u8;
+    for phase in Phase::ALL {
+        if phases.get::<bool>(phase.name()).unwrap_or(false) {
+            bits |= phase.bit();
+        }
+    }
+    let _ = lua;
+    Ok(PluginInfo {
+        name: name.to_owned(),
+        priority: info.get("priority")?,
+        kind: info.get("type")?,
+        run_policy: info.get("run_policy")?,
+        schema: json("schema")?.unwrap_or(Json::Null),
+        consumer_schema: json("consumer_schema")?,
+        metadata_schema: json("metadata_schema")?,
+        phases: bits,
+    })
+}
+
+/// Registers every embedded `lua/` module in `package.preload`, named after its file.
+fn preload_runtime(lua: &Lua) -> mlua::Result<()> {
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    for (module, path, source) in super::lua_modules::MODULES {
+        let chunk = lua.load(*source).set_name(format!("@lua/{path}")).into_function()?;
+        preload.set(*module, chunk)?;
+    }
+    Ok(())
+}
+
+/// Makes `require("apisix.plugins.x")` load from the registry's sources, with the JIT off for plugin
+/// code so the instruction-count hook can stop a runaway loop.
+fn install_plugin_searcher(lua: &Lua, sources: &HashMap<String, Source>) -> mlua::Result<()> {
+    let sources = sources.clone();
+    let searcher = lua.create_function(move |lua, name: String| {
+        let Some(source) = sources.get(&name) else {
+            return Ok(Value::String(lua.create_string(format!("\n\tno plugin file for '{name}'"))?));
+        };
+        let chunk = lua.load(&*source.text).set_name(source.chunk_name.clone()).into_function()?;
+        let jit: Table = lua.globals().get("jit")?;
+        jit.get::<Function>("off")?.call::<()>((chunk.clone(), true))?;
+        Ok(Value::Function(chunk))
+    })?;
+    let loaders: Table = lua.globals().get::<Table>("package")?.get("loaders")?;
+    // Before the filesystem searchers: plugin modules come only from the plugin directory.
+    loaders.raw_insert(2, searcher)?;
+    Ok(())
+}

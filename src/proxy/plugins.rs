@@ -1,0 +1,227 @@
+//! The response side of the plugin pipeline: early exits, `header_filter`, `body_filter` on each
+//! chunk as the body streams, and `log` once the response is done (never delaying it).
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use super::body::{ProxyBody, error_page, full};
+use crate::plugin::{Chain, Phase, PluginError, ReqBody, RequestState, Vm, enter, scoped};
+use crate::upstream::pool::BoxError;
+
+/// One request's plugin chain on its worker VM.
+pub(crate) struct PluginRun {
+    pub(crate) vm: Rc<Vm>,
+    pub(crate) chain: Rc<Chain>,
+    pub(crate) ctx: Option<mlua::Table>,
+    pub(crate) state: Rc<RequestState>,
+}
+
+impl PluginRun {
+    /// Runs one phase; `Ok(true)` means a plugin ended the request.
+    pub(crate) async fn phase(&self, phase: Phase) -> Result<bool, PluginError> {
+        self.state.phase.set(phase);
+        let Some(ctx) = &self.ctx else {
+            return Ok(false);
+        };
+        if !self.chain.has(phase) {
+            return Ok(false);
+        }
+        self.state.deadline.set(Some(self.vm.deadline()));
+        let result = scoped(&self.state, self.vm.run_phase(phase, &self.chain, ctx)).await;
+        self.state.deadline.set(None);
+        result
+    }
+
+    /// Takes the (possibly rewritten) request out for forwarding.
+    pub(crate) fn take_request(&self) -> (http::request::Parts, ReqBody) {
+        let placeholder = http::Request::new(()).into_parts().0;
+        let parts = std::mem::replace(&mut *self.state.parts.borrow_mut(), placeholder);
+        // Keep a copy of the head so `log` still sees the request as it was sent.
+        *self.state.parts.borrow_mut() = clone_head(&parts);
+        let body = std::mem::replace(&mut *self.state.body.borrow_mut(), ReqBody::Reading);
+        (parts, body)
+    }
+
+    /// The response a plugin asked for with `return code, body` or `core.response.exit`.
+    pub(crate) async fn exit_response(self) -> Response<ProxyBody> {
+        let (status, body) = {
+            let mut resp = self.state.resp.borrow_mut();
+            let status = resp.exit.or(resp.status).unwrap_or(200);
+            (status, std::mem::take(&mut resp.out).freeze())
+        };
+        let mut response = Response::new(full(body));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.finish(response).await
+    }
+
+    /// A plugin raised: the request fails with 500, and only this request.
+    pub(crate) async fn error_response(self, err: PluginError) -> Response<ProxyBody> {
+        tracing::error!(route_id = %self.state.route.id, phase = self.state.phase.get().name(), error = %err, "plugin failed");
+        self.state.resp.borrow_mut().headers.clear();
+        self.finish(error_page(StatusCode::INTERNAL_SERVER_ERROR)).await
+    }
+
+    /// Runs `header_filter` on the response head, then wraps the body for `body_filter` and `log`.
+    pub(crate) async fn finish(self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (mut head, body) = response.into_parts();
+        {
+            let mut resp = self.state.resp.borrow_mut();
+            // Headers set by plugins before the response existed apply to it, replacing the upstream's.
+            let mut merged = std::mem::take(&mut head.headers);
+            let plugin_set = std::mem::take(&mut resp.headers);
+            for name in plugin_set.keys() {
+                merged.remove(name);
+            }
+            for (name, value) in plugin_set.iter() {
+                merged.append(name.clone(), value.clone());
+            }
+            resp.headers = merged;
+            resp.status = Some(head.status.as_u16());
+        }
+        if let Err(err) = self.phase(Phase::HeaderFilter).await {
+            tracing::error!(route_id = %self.state.route.id, phase = "header_filter", error = %err, "plugin failed");
+            let mut resp = self.state.resp.borrow_mut();
+            resp.status = Some(500);
+            resp.headers = HeaderMap::new();
+        }
+        {
+            let mut resp = self.state.resp.borrow_mut();
+            resp.sent = true;
+            head.status = resp.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(head.status);
+            head.headers = std::mem::take(&mut resp.headers);
+        }
+        let filter = self.chain.has(Phase::BodyFilter);
+        if filter {
+            // The filters may change the body, so its length is no longer known.
+            head.headers.remove(header::CONTENT_LENGTH);
+        }
+        let body = FilteredBody {
+            inner: body,
+            run: Some(self),
+            filter,
+            done: false,
+        };
+        Response::from_parts(head, Box::pin(body))
+    }
+}
+
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut copy = http::Request::new(()).into_parts().0;
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
+}
+
+/// Runs the `log` phase on its own task, after the response.
+fn spawn_log(run: PluginRun) {
+    if !run.chain.has(Phase::Log) {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        if let Err(err) = run.phase(Phase::Log).await {
+            tracing::error!(route_id = %run.state.route.id, phase = "log", error = %err, "plugin failed");
+        }
+    });
+}
+
+/// A response body that passes each chunk through the `body_filter`s and runs `log` at its end.
+struct FilteredBody {
+    inner: ProxyBody,
+    run: Option<PluginRun>,
+    filter: bool,
+    done: bool,
+}
+
+impl FilteredBody {
+    fn filter_chunk(&mut self, chunk: Bytes, eof: bool) -> Result<Bytes, BoxError> {
+        let Some(run) = &self.run else {
+            return Ok(chunk);
+        };
+        if !self.filter {
+            return Ok(chunk);
+        }
+        let Some(ctx) = &run.ctx else {
+            return Ok(chunk);
+        };
+        run.state.phase.set(Phase::BodyFilter);
+        run.state.deadline.set(Some(run.vm.deadline()));
+        let result = enter(&run.state, || run.vm.run_body_filter(&run.chain, ctx, chunk, eof));
+        run.state.deadline.set(None);
+        result.map_err(|err| {
+            tracing::error!(route_id = %run.state.route.id, phase = "body_filter", error = %err, "plugin failed");
+            Box::new(err) as BoxError
+        })
+    }
+
+    fn complete(&mut self) {
+        self.done = true;
+        if let Some(run) = self.run.take() {
+            spawn_log(run);
+        }
+    }
+}
+
+impl Drop for FilteredBody {
+    fn drop(&mut self) {
+        // A client that went away still gets its request logged.
+        if let Some(run) = self.run.take() {
+            spawn_log(run);
+        }
+    }
+}
+
+impl Body for FilteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match self.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = self.filter_chunk(data, false)?;
+                        if out.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Poll::Ready(Some(Err(err))) => {
+                    self.complete();
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(None) => {
+                    let last = if self.filter { self.filter_chunk(Bytes::new(), true) } else { Ok(Bytes::new()) };
+                    self.complete();
+                    return match last {
+                        Ok(bytes) if bytes.is_empty() => Poll::Ready(None),
+                        Ok(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                        Err(err) => Poll::Ready(Some(Err(err))),
+                    };
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never report the end early: the final body_filter call and the log phase run at the end.
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.filter { SizeHint::default() } else { self.inner.size_hint() }
+    }
+}

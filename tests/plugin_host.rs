@@ -1,0 +1,464 @@
+//! The Lua plugin host: APISIX-convention plugin files dropped into a plugin directory.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{MockUpstream, TestGateway, route_to};
+use serde_json::{Value, json};
+
+/// A plugin that sets a response header in header_filter (and optionally more).
+fn header_plugin(name: &str, priority: i64, extra: &str) -> String {
+    format!(
+        r#"
+local core = require("apisix.core")
+local _M = {{
+    version = 0.1,
+    priority = {priority},
+    name = "{name}",
+    schema = {{
+        type = "object",
+        properties = {{
+            value = {{ type = "string", default = "on" }},
+            count = {{ type = "integer", minimum = 1 }},
+        }},
+    }},
+}}
+
+function _M.check_schema(conf)
+    return core.schema.check(_M.schema, conf)
+end
+
+function _M.access(conf, ctx)
+    local order = core.request.header(ctx, "x-order") or ""
+    core.request.set_header(ctx, "x-order", order .. "{name},")
+end
+
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-{name}", conf.value)
+end
+{extra}
+return _M
+"#
+    )
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    let path = dir.join(file);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    // Write then rename, as editors do, so a reload never sees half a file.
+    let tmp = dir.join(format!(".{}.tmp", file.replace('/', "_")));
+    std::fs::write(&tmp, text).expect("write plugin");
+    std::fs::rename(&tmp, &path).expect("rename plugin");
+}
+
+async fn plugin_names(gw: &TestGateway) -> Vec<String> {
+    let (_, list) = gw.admin("GET", "/plugins/list", None).await;
+    serde_json::from_value(list).unwrap_or_default()
+}
+
+/// Waits until `check` holds, polling; panics after 10 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn gateway_with(files: &[(&str, String)]) -> (TestGateway, MockUpstream, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("plugin dir");
+    for (file, text) in files {
+        write(dir.path(), file, text);
+    }
+    let up = MockUpstream::start("u").await;
+    let gw = TestGateway::builder().plugins_dir(dir.path()).start().await;
+    (gw, up, dir)
+}
+
+fn route_with(up: &MockUpstream, plugins: Value) -> Value {
+    json!({"uri": "/p", "plugins": plugins, "upstream": {"nodes": {up.node(): 1}}})
+}
+
+#[tokio::test]
+async fn a_dropped_in_plugin_runs_with_its_apisix_config() {
+    let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    assert_eq!(plugin_names(&gw).await, vec!["hello"]);
+    gw.put("/routes/1", route_with(&up, json!({"hello": {"value": "world"}}))).await;
+    let resp = gw.get("/p").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-hello"], "world");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["headers"]["x-order"], "hello,", "access ran before proxying");
+}
+
+#[tokio::test]
+async fn schema_defaults_are_filled_for_the_data_plane_but_not_stored() {
+    let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    let (_, stored) = gw.admin("PUT", "/routes/1", Some(route_with(&up, json!({"hello": {}})))).await;
+    assert_eq!(stored["value"]["plugins"]["hello"], json!({}));
+    assert_eq!(gw.get("/p").await.headers()["x-hello"], "on");
+}
+
+#[tokio::test]
+async fn plugins_run_by_priority_and_meta_priority_overrides() {
+    let (gw, up, _dir) = gateway_with(&[
+        ("first.lua", header_plugin("first", 100, "")),
+        ("second.lua", header_plugin("second", 50, "")),
+    ])
+    .await;
+    assert_eq!(plugin_names(&gw).await, vec!["first", "second"], "listed by priority");
+    gw.put("/routes/1", route_with(&up, json!({"first": {}, "second": {}}))).await;
+    let body: Value = gw.get("/p").await.json().await.expect("json");
+    assert_eq!(body["headers"]["x-order"], "first,second,");
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"first": {}, "second": {"_meta": {"priority": 1000}}})),
+    )
+    .await;
+    let body: Value = gw.get("/p").await.json().await.expect("json");
+    assert_eq!(body["headers"]["x-order"], "second,first,");
+}
+
+#[tokio::test]
+async fn return_code_and_body_end_the_request_and_filters_still_run() {
+    let stop = header_plugin(
+        "stop",
+        20,
+        r#"
+function _M.rewrite(conf, ctx)
+    if ctx.var.arg_stop then
+        return 403, { message = "stopped by " .. ctx.var.arg_stop }
+    end
+end
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("stop.lua", stop)]).await;
+    gw.put("/routes/1", route_with(&up, json!({"stop": {"value": "seen"}}))).await;
+    let resp = gw.get("/p?stop=me").await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-stop"], "seen", "header_filter runs after an early exit");
+    assert_eq!(resp.text().await.expect("body"), "{\"message\":\"stopped by me\"}\n");
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"stop": {"_meta": {"error_response": {"message": "custom"}}}})),
+    )
+    .await;
+    let resp = gw.get("/p?stop=me").await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.text().await.expect("body"), "{\"message\":\"custom\"}\n");
+}
+
+#[tokio::test]
+async fn meta_disable_and_meta_filter() {
+    let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {"_meta": {"disable": true}}}))).await;
+    assert!(gw.get("/p").await.headers().get("x-hello").is_none());
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"hello": {"_meta": {"filter": [["arg_version", "==", "v2"]]}}})),
+    )
+    .await;
+    assert!(gw.get("/p?version=v1").await.headers().get("x-hello").is_none());
+    assert_eq!(gw.get("/p?version=v2").await.headers()["x-hello"], "on");
+}
+
+#[tokio::test]
+async fn admin_api_reports_plugin_schema_errors_like_apisix() {
+    let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    let (status, body) = gw
+        .admin("PUT", "/routes/1", Some(route_with(&up, json!({"hello": {"count": 0}}))))
+        .await;
+    assert_eq!(status, 400);
+    let msg = body["error_msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("failed to check the configuration of plugin hello err: property \"count\" validation failed"),
+        "{msg}"
+    );
+    let (status, body) = gw.admin("PUT", "/routes/1", Some(route_with(&up, json!({"nope": {}})))).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error_msg"], "unknown plugin [nope]");
+    let (status, body) = gw.admin("GET", "/plugins/hello", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["properties"]["_meta"]["type"], "object", "schema has the injected _meta");
+    assert_eq!(body["$comment"], "this is a mark for our injected plugin schema");
+}
+
+#[tokio::test]
+async fn broken_files_are_refused_and_the_rest_keep_working() {
+    let (gw, up, _dir) = gateway_with(&[
+        ("hello.lua", header_plugin("hello", 10, "")),
+        ("syntax.lua", "return {".into()),
+        ("noversion.lua", "return { priority = 1, schema = {} }".into()),
+        ("meta.lua", "return { version = 0.1, priority = 1, schema = { properties = { _meta = {} } } }".into()),
+    ])
+    .await;
+    assert_eq!(plugin_names(&gw).await, vec!["hello"]);
+    let (status, body) = gw.admin("GET", "/plugins/noversion", None).await;
+    assert_eq!(status, 404);
+    assert!(body["error_msg"].as_str().unwrap_or_default().contains("missing field: version"), "{body}");
+    let (_, body) = gw.admin("GET", "/plugins/meta", None).await;
+    assert!(body["error_msg"].as_str().unwrap_or_default().contains("found forbidden '_meta' field"), "{body}");
+    gw.put("/routes/1", route_with(&up, json!({"hello": {}}))).await;
+    assert_eq!(gw.get("/p").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_raising_plugin_fails_only_its_request() {
+    let boom = header_plugin(
+        "boom",
+        10,
+        r#"
+function _M.rewrite(conf, ctx)
+    if ctx.var.arg_boom then
+        error("kaboom")
+    end
+end
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("boom.lua", boom)]).await;
+    gw.put("/routes/1", route_with(&up, json!({"boom": {}}))).await;
+    assert_eq!(gw.get("/p?boom=1").await.status(), 500);
+    assert_eq!(gw.get("/p").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_runaway_loop_is_stopped_and_the_worker_keeps_serving() {
+    let spin = header_plugin(
+        "spin",
+        10,
+        r#"
+function _M.rewrite(conf, ctx)
+    if ctx.var.arg_spin then
+        while true do end
+    end
+end
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("spin.lua", spin)]).await;
+    gw.put("/routes/1", route_with(&up, json!({"spin": {}}))).await;
+    let started = Instant::now();
+    assert_eq!(gw.get("/p?spin=1").await.status(), 500);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for _ in 0..4 {
+        assert_eq!(gw.get("/p").await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_memory_hog_fails_its_request_and_the_vm_recovers() {
+    let hog = header_plugin(
+        "hog",
+        10,
+        r#"
+function _M.rewrite(conf, ctx)
+    if ctx.var.arg_hog then
+        local t = {}
+        for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end
+    end
+end
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("hog.lua", hog)]).await;
+    gw.put("/routes/1", route_with(&up, json!({"hog": {}}))).await;
+    assert_eq!(gw.get("/p?hog=1").await.status(), 500);
+    for _ in 0..4 {
+        assert_eq!(gw.get("/p").await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn body_filter_and_log_phases() {
+    let upper = header_plugin(
+        "upper",
+        10,
+        r#"
+function _M.body_filter(conf, ctx)
+    if ngx.arg[1] then
+        ngx.arg[1] = string.upper(ngx.arg[1])
+    end
+end
+
+function _M.log(conf, ctx)
+    ngx.shared["test-log"]:incr("logged", 1, 0)
+end
+"#,
+    );
+    let counter = r#"
+local _M = { version = 0.1, priority = 1, name = "logcount", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    return 200, { logged = ngx.shared["test-log"]:get("logged") or 0 }
+end
+return _M
+"#;
+    let (gw, up, _dir) = gateway_with(&[("upper.lua", upper), ("logcount.lua", counter.into())]).await;
+    gw.put("/routes/1", route_with(&up, json!({"upper": {}}))).await;
+    gw.put("/routes/2", json!({"uri": "/count", "plugins": {"logcount": {}}})).await;
+    let text = gw.get("/p").await.text().await.expect("body");
+    assert!(text.contains("\"UPSTREAM\":\"U\""), "{text}");
+    eventually("the log phase to run", || async {
+        let body: Value = gw.get("/count").await.json().await.unwrap_or_default();
+        body["logged"].as_i64().unwrap_or(0) >= 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ngx_sleep_yields_without_blocking_the_worker() {
+    let nap = r#"
+local _M = { version = 0.1, priority = 1, name = "nap", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    ngx.sleep(0.3)
+end
+return _M
+"#;
+    let (gw, up, _dir) = gateway_with(&[("nap.lua", nap.into())]).await;
+    gw.put("/routes/1", route_with(&up, json!({"nap": {}}))).await;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..8).map(|_| gw.get("/p")).collect();
+    for resp in futures_util::future::join_all(requests).await {
+        assert_eq!(resp.status(), 200);
+    }
+    // 8 sleeps of 0.3 s on 2 workers would take 1.2 s if they blocked their threads.
+    assert!(started.elapsed() < Duration::from_millis(1100), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn hot_reload_adds_changes_breaks_fixes_and_removes_plugins() {
+    let (gw, up, dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {"value": "v1"}}))).await;
+    assert_eq!(gw.get("/p").await.headers()["x-hello"], "v1");
+
+    // Add a plugin: usable without restart.
+    write(dir.path(), "added.lua", &header_plugin("added", 5, ""));
+    eventually("the new plugin to load", || async { plugin_names(&gw).await.contains(&"added".to_owned()) }).await;
+    gw.put("/routes/2", json!({"uri": "/added", "plugins": {"added": {}}, "upstream": {"nodes": {up.node(): 1}}}))
+        .await;
+    assert_eq!(gw.get("/added").await.headers()["x-added"], "on");
+
+    // Change a plugin: the new code serves.
+    let changed = header_plugin("hello", 10, "").replace("conf.value)", "conf.value .. \"-v2\")");
+    write(dir.path(), "hello.lua", &changed);
+    eventually("the changed plugin to serve", || async {
+        gw.get("/p").await.headers().get("x-hello").is_some_and(|v| v == "v1-v2")
+    })
+    .await;
+
+    // Break it: the last good version keeps serving and the error is visible.
+    write(dir.path(), "hello.lua", "return { this is not lua");
+    eventually("the load error to be reported", || async {
+        let (_, schema) = gw.admin("GET", "/plugins/hello", None).await;
+        schema.get("x-moongate-load-error").is_some()
+    })
+    .await;
+    assert_eq!(gw.get("/p").await.headers()["x-hello"], "v1-v2");
+
+    // Fix it.
+    write(dir.path(), "hello.lua", &header_plugin("hello", 10, ""));
+    eventually("the fixed plugin to serve", || async {
+        gw.get("/p").await.headers().get("x-hello").is_some_and(|v| v == "v1")
+    })
+    .await;
+
+    // Remove a plugin that no route uses.
+    gw.admin("DELETE", "/routes/2", None).await;
+    std::fs::remove_file(dir.path().join("added.lua")).expect("remove");
+    eventually("the removed plugin to unload", || async { !plugin_names(&gw).await.contains(&"added".to_owned()) }).await;
+}
+
+#[tokio::test]
+async fn a_new_version_rejecting_stored_confs_is_not_loaded() {
+    let (gw, up, dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {"value": "kept"}}))).await;
+    let stricter = header_plugin("hello", 10, "").replace(
+        "value = { type = \"string\", default = \"on\" }",
+        "value = { type = \"string\", enum = { \"a\", \"b\" } }",
+    );
+    write(dir.path(), "hello.lua", &stricter);
+    eventually("the rejection to be reported", || async {
+        let (_, schema) = gw.admin("GET", "/plugins/hello", None).await;
+        schema
+            .get("x-moongate-load-error")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.contains("/apisix/routes/1"))
+    })
+    .await;
+    assert_eq!(gw.get("/p").await.headers()["x-hello"], "kept");
+}
+
+#[tokio::test]
+async fn no_request_fails_while_plugins_reload_50_times() {
+    let (gw, up, dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {}}))).await;
+    let client = gw.client.clone();
+    let url = gw.url("/p");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    });
+    for i in 0..50 {
+        let text = header_plugin("hello", 10, "").replace("default = \"on\"", &format!("default = \"v{i}\""));
+        write(dir.path(), "hello.lua", &text);
+        let (status, _) = gw.admin("PUT", "/plugins/reload", None).await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.await.expect("load");
+    assert_eq!(failed, 0, "{failed} failed requests during 50 reloads ({ok} ok)");
+    assert!(ok > 50, "the load kept going ({ok} requests)");
+    assert_eq!(gw.get("/p").await.headers()["x-hello"], "v49");
+}
+
+#[tokio::test]
+async fn global_rules_run_before_route_plugins() {
+    let (gw, up, _dir) = gateway_with(&[
+        ("glob.lua", header_plugin("glob", 1, "")),
+        ("hello.lua", header_plugin("hello", 10, "")),
+    ])
+    .await;
+    gw.put("/global_rules/1", json!({"plugins": {"glob": {}}})).await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {}}))).await;
+    let body: Value = gw.get("/p").await.json().await.expect("json");
+    assert_eq!(body["headers"]["x-order"], "glob,hello,", "global plugins first despite lower priority");
+}
+
+#[tokio::test]
+async fn route_without_upstream_served_by_a_plugin() {
+    let answer = r#"
+local core = require("apisix.core")
+local _M = { version = 0.1, priority = 1, name = "answer", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    core.response.set_header("content-type", "text/plain")
+    return 200, "answered by " .. ctx.var.uri .. " " .. (ctx.curr_req_matched[":ext"] or "")
+end
+return _M
+"#;
+    let (gw, _up, _dir) = gateway_with(&[("answer.lua", answer.into())]).await;
+    gw.put("/routes/1", json!({"uri": "/fn/*", "plugins": {"answer": {}}})).await;
+    let resp = gw.get("/fn/a/b").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(resp.text().await.expect("body"), "answered by /fn/a/b a/b");
+    let _ = route_to;
+}
