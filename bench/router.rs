@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 // The router is internal to the crate and depends on nothing else in it, so the bench compiles its
 // source directly instead of widening the crate's public API.
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, unused_imports)]
 #[path = "../src/router/mod.rs"]
 mod router;
 

@@ -230,11 +230,8 @@ fn open_store(config: &config::Config) -> Result<store::Store, StartError> {
     let backend = store::embedded::EmbeddedBackend::open(config.data_dir())
         .map_err(|e| StartError::Store(e.to_string()))?;
     let settings = store::SnapshotSettings {
-        router_mode: match config.apisix.router.http {
-            config::HttpRouter::RadixtreeHostUri => router::RouterMode::HostUri,
-            config::HttpRouter::RadixtreeUri => router::RouterMode::Uri,
-            config::HttpRouter::RadixtreeUriWithParameter => router::RouterMode::UriWithParameter,
-        },
+        router_mode: router::RouterMode::from_apisix_name(config.apisix.router.http.as_str())
+            .unwrap_or_default(),
     };
     store::Store::open(Arc::new(backend), settings).map_err(|e| StartError::Store(e.to_string()))
 }

@@ -94,18 +94,31 @@ fn route_with(up: &MockUpstream, plugins: Value) -> Value {
 async fn a_dropped_in_plugin_runs_with_its_apisix_config() {
     let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
     assert_eq!(plugin_names(&gw).await, vec!["hello"]);
-    gw.put("/routes/1", route_with(&up, json!({"hello": {"value": "world"}}))).await;
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"hello": {"value": "world"}})),
+    )
+    .await;
     let resp = gw.get("/p").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-hello"], "world");
     let body: Value = resp.json().await.expect("json");
-    assert_eq!(body["headers"]["x-order"], "hello,", "access ran before proxying");
+    assert_eq!(
+        body["headers"]["x-order"], "hello,",
+        "access ran before proxying"
+    );
 }
 
 #[tokio::test]
 async fn schema_defaults_are_filled_for_the_data_plane_but_not_stored() {
     let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
-    let (_, stored) = gw.admin("PUT", "/routes/1", Some(route_with(&up, json!({"hello": {}})))).await;
+    let (_, stored) = gw
+        .admin(
+            "PUT",
+            "/routes/1",
+            Some(route_with(&up, json!({"hello": {}}))),
+        )
+        .await;
     assert_eq!(stored["value"]["plugins"]["hello"], json!({}));
     assert_eq!(gw.get("/p").await.headers()["x-hello"], "on");
 }
@@ -117,13 +130,24 @@ async fn plugins_run_by_priority_and_meta_priority_overrides() {
         ("second.lua", header_plugin("second", 50, "")),
     ])
     .await;
-    assert_eq!(plugin_names(&gw).await, vec!["first", "second"], "listed by priority");
-    gw.put("/routes/1", route_with(&up, json!({"first": {}, "second": {}}))).await;
+    assert_eq!(
+        plugin_names(&gw).await,
+        vec!["first", "second"],
+        "listed by priority"
+    );
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"first": {}, "second": {}})),
+    )
+    .await;
     let body: Value = gw.get("/p").await.json().await.expect("json");
     assert_eq!(body["headers"]["x-order"], "first,second,");
     gw.put(
         "/routes/1",
-        route_with(&up, json!({"first": {}, "second": {"_meta": {"priority": 1000}}})),
+        route_with(
+            &up,
+            json!({"first": {}, "second": {"_meta": {"priority": 1000}}}),
+        ),
     )
     .await;
     let body: Value = gw.get("/p").await.json().await.expect("json");
@@ -144,34 +168,64 @@ end
 "#,
     );
     let (gw, up, _dir) = gateway_with(&[("stop.lua", stop)]).await;
-    gw.put("/routes/1", route_with(&up, json!({"stop": {"value": "seen"}}))).await;
-    let resp = gw.get("/p?stop=me").await;
-    assert_eq!(resp.status(), 403);
-    assert_eq!(resp.headers()["x-stop"], "seen", "header_filter runs after an early exit");
-    assert_eq!(resp.text().await.expect("body"), "{\"message\":\"stopped by me\"}\n");
-    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
-
     gw.put(
         "/routes/1",
-        route_with(&up, json!({"stop": {"_meta": {"error_response": {"message": "custom"}}}})),
+        route_with(&up, json!({"stop": {"value": "seen"}})),
     )
     .await;
     let resp = gw.get("/p?stop=me").await;
     assert_eq!(resp.status(), 403);
-    assert_eq!(resp.text().await.expect("body"), "{\"message\":\"custom\"}\n");
+    assert_eq!(
+        resp.headers()["x-stop"],
+        "seen",
+        "header_filter runs after an early exit"
+    );
+    assert_eq!(
+        resp.text().await.expect("body"),
+        "{\"message\":\"stopped by me\"}\n"
+    );
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    gw.put(
+        "/routes/1",
+        route_with(
+            &up,
+            json!({"stop": {"_meta": {"error_response": {"message": "custom"}}}}),
+        ),
+    )
+    .await;
+    let resp = gw.get("/p?stop=me").await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.text().await.expect("body"),
+        "{\"message\":\"custom\"}\n"
+    );
 }
 
 #[tokio::test]
 async fn meta_disable_and_meta_filter() {
     let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
-    gw.put("/routes/1", route_with(&up, json!({"hello": {"_meta": {"disable": true}}}))).await;
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"hello": {"_meta": {"disable": true}}})),
+    )
+    .await;
     assert!(gw.get("/p").await.headers().get("x-hello").is_none());
     gw.put(
         "/routes/1",
-        route_with(&up, json!({"hello": {"_meta": {"filter": [["arg_version", "==", "v2"]]}}})),
+        route_with(
+            &up,
+            json!({"hello": {"_meta": {"filter": [["arg_version", "==", "v2"]]}}}),
+        ),
     )
     .await;
-    assert!(gw.get("/p?version=v1").await.headers().get("x-hello").is_none());
+    assert!(
+        gw.get("/p?version=v1")
+            .await
+            .headers()
+            .get("x-hello")
+            .is_none()
+    );
     assert_eq!(gw.get("/p?version=v2").await.headers()["x-hello"], "on");
 }
 
@@ -179,7 +233,11 @@ async fn meta_disable_and_meta_filter() {
 async fn admin_api_reports_plugin_schema_errors_like_apisix() {
     let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
     let (status, body) = gw
-        .admin("PUT", "/routes/1", Some(route_with(&up, json!({"hello": {"count": 0}}))))
+        .admin(
+            "PUT",
+            "/routes/1",
+            Some(route_with(&up, json!({"hello": {"count": 0}}))),
+        )
         .await;
     assert_eq!(status, 400);
     let msg = body["error_msg"].as_str().unwrap_or_default();
@@ -187,13 +245,25 @@ async fn admin_api_reports_plugin_schema_errors_like_apisix() {
         msg.starts_with("failed to check the configuration of plugin hello err: property \"count\" validation failed"),
         "{msg}"
     );
-    let (status, body) = gw.admin("PUT", "/routes/1", Some(route_with(&up, json!({"nope": {}})))).await;
+    let (status, body) = gw
+        .admin(
+            "PUT",
+            "/routes/1",
+            Some(route_with(&up, json!({"nope": {}}))),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_eq!(body["error_msg"], "unknown plugin [nope]");
     let (status, body) = gw.admin("GET", "/plugins/hello", None).await;
     assert_eq!(status, 200);
-    assert_eq!(body["properties"]["_meta"]["type"], "object", "schema has the injected _meta");
-    assert_eq!(body["$comment"], "this is a mark for our injected plugin schema");
+    assert_eq!(
+        body["properties"]["_meta"]["type"], "object",
+        "schema has the injected _meta"
+    );
+    assert_eq!(
+        body["$comment"],
+        "this is a mark for our injected plugin schema"
+    );
 }
 
 #[tokio::test]
@@ -201,17 +271,37 @@ async fn broken_files_are_refused_and_the_rest_keep_working() {
     let (gw, up, _dir) = gateway_with(&[
         ("hello.lua", header_plugin("hello", 10, "")),
         ("syntax.lua", "return {".into()),
-        ("noversion.lua", "return { priority = 1, schema = {} }".into()),
-        ("meta.lua", "return { version = 0.1, priority = 1, schema = { properties = { _meta = {} } } }".into()),
+        (
+            "noversion.lua",
+            "return { priority = 1, schema = {} }".into(),
+        ),
+        (
+            "meta.lua",
+            "return { version = 0.1, priority = 1, schema = { properties = { _meta = {} } } }"
+                .into(),
+        ),
     ])
     .await;
     assert_eq!(plugin_names(&gw).await, vec!["hello"]);
     let (status, body) = gw.admin("GET", "/plugins/noversion", None).await;
     assert_eq!(status, 404);
-    assert!(body["error_msg"].as_str().unwrap_or_default().contains("missing field: version"), "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missing field: version"),
+        "{body}"
+    );
     let (_, body) = gw.admin("GET", "/plugins/meta", None).await;
-    assert!(body["error_msg"].as_str().unwrap_or_default().contains("found forbidden '_meta' field"), "{body}");
-    gw.put("/routes/1", route_with(&up, json!({"hello": {}}))).await;
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("found forbidden '_meta' field"),
+        "{body}"
+    );
+    gw.put("/routes/1", route_with(&up, json!({"hello": {}})))
+        .await;
     assert_eq!(gw.get("/p").await.status(), 200);
 }
 
@@ -229,7 +319,8 @@ end
 "#,
     );
     let (gw, up, _dir) = gateway_with(&[("boom.lua", boom)]).await;
-    gw.put("/routes/1", route_with(&up, json!({"boom": {}}))).await;
+    gw.put("/routes/1", route_with(&up, json!({"boom": {}})))
+        .await;
     assert_eq!(gw.get("/p?boom=1").await.status(), 500);
     assert_eq!(gw.get("/p").await.status(), 200);
 }
@@ -248,7 +339,8 @@ end
 "#,
     );
     let (gw, up, _dir) = gateway_with(&[("spin.lua", spin)]).await;
-    gw.put("/routes/1", route_with(&up, json!({"spin": {}}))).await;
+    gw.put("/routes/1", route_with(&up, json!({"spin": {}})))
+        .await;
     let started = Instant::now();
     assert_eq!(gw.get("/p?spin=1").await.status(), 500);
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -272,7 +364,8 @@ end
 "#,
     );
     let (gw, up, _dir) = gateway_with(&[("hog.lua", hog)]).await;
-    gw.put("/routes/1", route_with(&up, json!({"hog": {}}))).await;
+    gw.put("/routes/1", route_with(&up, json!({"hog": {}})))
+        .await;
     assert_eq!(gw.get("/p?hog=1").await.status(), 500);
     for _ in 0..4 {
         assert_eq!(gw.get("/p").await.status(), 200);
@@ -303,9 +396,15 @@ function _M.access(conf, ctx)
 end
 return _M
 "#;
-    let (gw, up, _dir) = gateway_with(&[("upper.lua", upper), ("logcount.lua", counter.into())]).await;
-    gw.put("/routes/1", route_with(&up, json!({"upper": {}}))).await;
-    gw.put("/routes/2", json!({"uri": "/count", "plugins": {"logcount": {}}})).await;
+    let (gw, up, _dir) =
+        gateway_with(&[("upper.lua", upper), ("logcount.lua", counter.into())]).await;
+    gw.put("/routes/1", route_with(&up, json!({"upper": {}})))
+        .await;
+    gw.put(
+        "/routes/2",
+        json!({"uri": "/count", "plugins": {"logcount": {}}}),
+    )
+    .await;
     let text = gw.get("/p").await.text().await.expect("body");
     assert!(text.contains("\"UPSTREAM\":\"U\""), "{text}");
     eventually("the log phase to run", || async {
@@ -325,34 +424,53 @@ end
 return _M
 "#;
     let (gw, up, _dir) = gateway_with(&[("nap.lua", nap.into())]).await;
-    gw.put("/routes/1", route_with(&up, json!({"nap": {}}))).await;
+    gw.put("/routes/1", route_with(&up, json!({"nap": {}})))
+        .await;
     let started = Instant::now();
     let requests: Vec<_> = (0..8).map(|_| gw.get("/p")).collect();
     for resp in futures_util::future::join_all(requests).await {
         assert_eq!(resp.status(), 200);
     }
     // 8 sleeps of 0.3 s on 2 workers would take 1.2 s if they blocked their threads.
-    assert!(started.elapsed() < Duration::from_millis(1100), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn hot_reload_adds_changes_breaks_fixes_and_removes_plugins() {
     let (gw, up, dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
-    gw.put("/routes/1", route_with(&up, json!({"hello": {"value": "v1"}}))).await;
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"hello": {"value": "v1"}})),
+    )
+    .await;
     assert_eq!(gw.get("/p").await.headers()["x-hello"], "v1");
 
     // Add a plugin: usable without restart.
     write(dir.path(), "added.lua", &header_plugin("added", 5, ""));
-    eventually("the new plugin to load", || async { plugin_names(&gw).await.contains(&"added".to_owned()) }).await;
-    gw.put("/routes/2", json!({"uri": "/added", "plugins": {"added": {}}, "upstream": {"nodes": {up.node(): 1}}}))
-        .await;
+    eventually("the new plugin to load", || async {
+        plugin_names(&gw).await.contains(&"added".to_owned())
+    })
+    .await;
+    gw.put(
+        "/routes/2",
+        json!({"uri": "/added", "plugins": {"added": {}}, "upstream": {"nodes": {up.node(): 1}}}),
+    )
+    .await;
     assert_eq!(gw.get("/added").await.headers()["x-added"], "on");
 
     // Change a plugin: the new code serves.
     let changed = header_plugin("hello", 10, "").replace("conf.value)", "conf.value .. \"-v2\")");
     write(dir.path(), "hello.lua", &changed);
     eventually("the changed plugin to serve", || async {
-        gw.get("/p").await.headers().get("x-hello").is_some_and(|v| v == "v1-v2")
+        gw.get("/p")
+            .await
+            .headers()
+            .get("x-hello")
+            .is_some_and(|v| v == "v1-v2")
     })
     .await;
 
@@ -368,20 +486,31 @@ async fn hot_reload_adds_changes_breaks_fixes_and_removes_plugins() {
     // Fix it.
     write(dir.path(), "hello.lua", &header_plugin("hello", 10, ""));
     eventually("the fixed plugin to serve", || async {
-        gw.get("/p").await.headers().get("x-hello").is_some_and(|v| v == "v1")
+        gw.get("/p")
+            .await
+            .headers()
+            .get("x-hello")
+            .is_some_and(|v| v == "v1")
     })
     .await;
 
     // Remove a plugin that no route uses.
     gw.admin("DELETE", "/routes/2", None).await;
     std::fs::remove_file(dir.path().join("added.lua")).expect("remove");
-    eventually("the removed plugin to unload", || async { !plugin_names(&gw).await.contains(&"added".to_owned()) }).await;
+    eventually("the removed plugin to unload", || async {
+        !plugin_names(&gw).await.contains(&"added".to_owned())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_new_version_rejecting_stored_confs_is_not_loaded() {
     let (gw, up, dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
-    gw.put("/routes/1", route_with(&up, json!({"hello": {"value": "kept"}}))).await;
+    gw.put(
+        "/routes/1",
+        route_with(&up, json!({"hello": {"value": "kept"}})),
+    )
+    .await;
     let stricter = header_plugin("hello", 10, "").replace(
         "value = { type = \"string\", default = \"on\" }",
         "value = { type = \"string\", enum = { \"a\", \"b\" } }",
@@ -401,7 +530,8 @@ async fn a_new_version_rejecting_stored_confs_is_not_loaded() {
 #[tokio::test]
 async fn no_request_fails_while_plugins_reload_50_times() {
     let (gw, up, dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
-    gw.put("/routes/1", route_with(&up, json!({"hello": {}}))).await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {}})))
+        .await;
     let client = gw.client.clone();
     let url = gw.url("/p");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -417,7 +547,8 @@ async fn no_request_fails_while_plugins_reload_50_times() {
         (ok, failed)
     });
     for i in 0..50 {
-        let text = header_plugin("hello", 10, "").replace("default = \"on\"", &format!("default = \"v{i}\""));
+        let text = header_plugin("hello", 10, "")
+            .replace("default = \"on\"", &format!("default = \"v{i}\""));
         write(dir.path(), "hello.lua", &text);
         let (status, _) = gw.admin("PUT", "/plugins/reload", None).await;
         assert_eq!(status, 200);
@@ -425,7 +556,10 @@ async fn no_request_fails_while_plugins_reload_50_times() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = load.await.expect("load");
-    assert_eq!(failed, 0, "{failed} failed requests during 50 reloads ({ok} ok)");
+    assert_eq!(
+        failed, 0,
+        "{failed} failed requests during 50 reloads ({ok} ok)"
+    );
     assert!(ok > 50, "the load kept going ({ok} requests)");
     assert_eq!(gw.get("/p").await.headers()["x-hello"], "v49");
 }
@@ -437,10 +571,15 @@ async fn global_rules_run_before_route_plugins() {
         ("hello.lua", header_plugin("hello", 10, "")),
     ])
     .await;
-    gw.put("/global_rules/1", json!({"plugins": {"glob": {}}})).await;
-    gw.put("/routes/1", route_with(&up, json!({"hello": {}}))).await;
+    gw.put("/global_rules/1", json!({"plugins": {"glob": {}}}))
+        .await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {}})))
+        .await;
     let body: Value = gw.get("/p").await.json().await.expect("json");
-    assert_eq!(body["headers"]["x-order"], "glob,hello,", "global plugins first despite lower priority");
+    assert_eq!(
+        body["headers"]["x-order"], "glob,hello,",
+        "global plugins first despite lower priority"
+    );
 }
 
 #[tokio::test]
@@ -455,7 +594,11 @@ end
 return _M
 "#;
     let (gw, _up, _dir) = gateway_with(&[("answer.lua", answer.into())]).await;
-    gw.put("/routes/1", json!({"uri": "/fn/*", "plugins": {"answer": {}}})).await;
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/fn/*", "plugins": {"answer": {}}}),
+    )
+    .await;
     let resp = gw.get("/fn/a/b").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/plain");

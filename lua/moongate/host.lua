@@ -80,18 +80,11 @@ function _M.load(name)
         end
     end
     _M.plugins[name] = mod
-    local phases = {}
-    for _, phase in ipairs(PHASES) do
-        phases[phase] = type(mod[phase]) == "function"
-    end
     return {
         priority = mod.priority,
-        type = mod.type,
-        run_policy = mod.run_policy,
         schema = encode(mod.schema),
         consumer_schema = encode(mod.consumer_schema),
         metadata_schema = encode(mod.metadata_schema),
-        phases = phases,
     }
 end
 
@@ -246,6 +239,7 @@ function _M.run_phase(phase, chain, ctx)
         local e = chain[i]
         local f = e.mod[phase]
         if f and filter_passes(e, ctx) then
+            ctx._plugin_name = e.name
             local ok, code, body = xpcall(f, on_error, e.conf, ctx)
             if not ok then
                 if code == EXIT then
@@ -272,6 +266,7 @@ function _M.run_phase(phase, chain, ctx)
             end
         end
     end
+    ctx._plugin_name = nil
     return false
 end
 
@@ -284,6 +279,7 @@ function _M.run_body_filter(chain, ctx, chunk, eof)
         local e = chain[i]
         local f = e.mod.body_filter
         if f and filter_passes(e, ctx) then
+            ctx._plugin_name = e.name
             local ok, err = xpcall(f, on_error, e.conf, ctx)
             if not ok and err ~= EXIT then
                 error("plugin " .. e.name .. " failed in body_filter: " .. tostring(err), 0)

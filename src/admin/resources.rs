@@ -50,7 +50,9 @@ pub(super) async fn dispatch(
             match admin.plugins.schema(name, schema_type) {
                 Some(mut schema) => {
                     // A newer file that failed to load is reported beside the schema still serving.
-                    if let (Some(err), Value::Object(map)) = (admin.plugins.load_error(name), &mut schema) {
+                    if let (Some(err), Value::Object(map)) =
+                        (admin.plugins.load_error(name), &mut schema)
+                    {
                         map.insert("x-moongate-load-error".into(), Value::String(err));
                     }
                     json_response(StatusCode::OK, &schema)
@@ -59,12 +61,35 @@ pub(super) async fn dispatch(
                     error(StatusCode::BAD_REQUEST, "not found schema")
                 }
                 None => match admin.plugins.load_error(name) {
-                    Some(err) => error(StatusCode::NOT_FOUND, format!("plugin not found in subsystem http: {err}")),
+                    Some(err) => error(
+                        StatusCode::NOT_FOUND,
+                        format!("plugin not found in subsystem http: {err}"),
+                    ),
                     None => error(StatusCode::NOT_FOUND, "plugin not found in subsystem http"),
                 },
             }
         }
-        ["schema", kind] => match kind_of(kind) {
+        ["schema", "validate", kind] => match ResourceKind::from_name(kind) {
+            Some(kind) if method == Method::POST => {
+                let value = match parse_body(body) {
+                    Ok(v) => v,
+                    Err(resp) => return resp,
+                };
+                match kind.validate(&value) {
+                    Ok(()) => json_response(StatusCode::OK, &Value::Null),
+                    Err(err) => error(StatusCode::BAD_REQUEST, err),
+                }
+            }
+            Some(_) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("not supported `{method}` method"),
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("Unsupported resource type: {kind}"),
+            ),
+        },
+        ["schema", kind] => match ResourceKind::from_name(kind) {
             Some(kind) => json_response(StatusCode::OK, kind.schema_json()),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -80,11 +105,6 @@ pub(super) async fn dispatch(
         },
         [] => error(StatusCode::NOT_FOUND, "Unsupported resource type: "),
     }
-}
-
-fn kind_of(name: &str) -> Option<ResourceKind> {
-    ResourceKind::from_collection(name)
-        .or_else(|| ResourceKind::ALL.into_iter().find(|k| k.singular() == name))
 }
 
 fn allowed(kind: ResourceKind, method: &Method) -> bool {
@@ -146,11 +166,11 @@ fn item_json(item: &Item) -> Value {
 /// What GET shows of a stored value: an `ssls` private key is never returned.
 fn display_value(item: &Item) -> Value {
     let mut value = item.value.clone();
-    if item.key.starts_with("/apisix/ssls/") {
-        if let Value::Object(map) = &mut value {
-            map.remove("key");
-            map.remove("keys");
-        }
+    if item.key.starts_with("/apisix/ssls/")
+        && let Value::Object(map) = &mut value
+    {
+        map.remove("key");
+        map.remove("keys");
     }
     value
 }
@@ -251,6 +271,10 @@ fn list(admin: &Admin, kind: ResourceKind, query: &str) -> AdminResponse {
     json_response(StatusCode::OK, &json!({"total": total, "list": items}))
 }
 
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once per request"
+)]
 fn parse_body(body: &[u8]) -> Result<Value, AdminResponse> {
     if body.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "missing configurations"));
@@ -416,6 +440,10 @@ async fn store_value(
 }
 
 /// Checks an object before it is stored and stamps its times. Nothing is written when this fails.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once per request"
+)]
 fn validate(
     admin: &Admin,
     kind: ResourceKind,

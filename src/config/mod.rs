@@ -232,6 +232,10 @@ pub(crate) struct SslConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct RouterConfig {
     pub(crate) http: HttpRouter,
+    #[allow(
+        dead_code,
+        reason = "accepted for APISIX compatibility; radixtree_sni is the only SNI router"
+    )]
     pub(crate) ssl: SslRouter,
 }
 
@@ -342,6 +346,10 @@ pub(crate) enum WorkerProcesses {
 
 /// The `deployment:` section.
 #[derive(Debug, Clone, Deserialize)]
+#[allow(
+    dead_code,
+    reason = "the etcd section is parsed and validated; the etcd backend is not implemented yet"
+)]
 pub(crate) struct DeploymentConfig {
     pub(crate) role: Role,
     pub(crate) role_traditional: RoleSettings,
@@ -467,6 +475,10 @@ pub(crate) struct AdminListen {
 
 /// `deployment.etcd`.
 #[derive(Debug, Clone, Deserialize)]
+#[allow(
+    dead_code,
+    reason = "the etcd section is parsed and validated; the etcd backend is not implemented yet"
+)]
 pub(crate) struct EtcdConfig {
     pub(crate) host: Vec<String>,
     pub(crate) prefix: String,
@@ -484,6 +496,10 @@ pub(crate) struct EtcdConfig {
 
 /// `deployment.etcd.tls`.
 #[derive(Debug, Clone, Deserialize)]
+#[allow(
+    dead_code,
+    reason = "the etcd section is parsed and validated; the etcd backend is not implemented yet"
+)]
 pub(crate) struct EtcdTls {
     pub(crate) verify: bool,
     #[serde(default)]
@@ -502,8 +518,6 @@ pub(crate) struct Loaded {
     pub(crate) warnings: Vec<String>,
     /// The file that was read, or `None` when running on the embedded defaults.
     pub(crate) source: Option<PathBuf>,
-    /// Set when an empty `admin_key` was replaced by a random one for this run.
-    pub(crate) generated_admin_key: Option<Secret>,
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -584,14 +598,13 @@ pub(crate) fn load_str(
 
     let applied = env::apply_overrides(&mut config, env)?;
     validate(&config, &merged, &label, &applied)?;
-    let generated_admin_key = fill_empty_admin_keys(&mut config, source.as_deref(), &mut warnings)?;
+    fill_empty_admin_keys(&mut config, source.as_deref(), &mut warnings)?;
     check_admin_exposure(&config, &mut warnings)?;
 
     Ok(Loaded {
         config,
         warnings,
         source,
-        generated_admin_key,
     })
 }
 
@@ -990,6 +1003,7 @@ impl Config {
     }
 
     /// `plugin_attr.<name>`, as APISIX's `plugin.plugin_attr(name)`.
+    #[cfg(test)]
     pub(crate) fn plugin_attr(&self, name: &str) -> Option<&serde_json::Value> {
         self.plugin_attr.get(name)
     }
@@ -1053,7 +1067,9 @@ impl Config {
             self.data_dir().display(),
             self.plugins_dir().display(),
             self.plugins.as_ref().map_or(0, Vec::len),
-            self.plugins.as_ref().map_or_else(|| "every plugin file".to_owned(), |p| p.join(","))
+            self.plugins
+                .as_ref()
+                .map_or_else(|| "every plugin file".to_owned(), |p| p.join(","))
         )
     }
 }
@@ -2211,7 +2227,10 @@ mod tests {
         let c = from_yaml("plugins:\n  - aws-lambda\n  - key-auth\n")
             .expect("load")
             .config;
-        assert_eq!(c.plugins, Some(vec!["aws-lambda".to_owned(), "key-auth".to_owned()]));
+        assert_eq!(
+            c.plugins,
+            Some(vec!["aws-lambda".to_owned(), "key-auth".to_owned()])
+        );
     }
 
     #[test]
@@ -2456,7 +2475,7 @@ mod tests {
     fn empty_admin_key_is_generated_and_reported() {
         let text = "deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: ''\n        role: admin\n";
         let loaded = from_yaml(text).expect("load");
-        let generated = loaded.generated_admin_key.expect("generated");
+        let generated = loaded.config.admin_keys()[0].key.clone();
         assert_eq!(generated.expose().len(), 32);
         assert!(generated.expose().bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(

@@ -12,10 +12,10 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::PluginError;
 use super::native::WorkerInfo;
 use super::registry::{self, PluginSettings, Registry, Source};
 use super::vm::Vm;
-use super::PluginError;
 use crate::admin::{PluginCatalog, SchemaType};
 use crate::schema::ResourceKind;
 use crate::store::{Snapshot, Store};
@@ -55,7 +55,10 @@ pub(crate) fn set_worker_id(id: usize) {
 
 impl PluginHost {
     /// Starts the control thread and loads the plugin directory once.
-    pub(crate) fn start(settings: PluginSettings, store: Arc<Store>) -> Result<Arc<PluginHost>, PluginError> {
+    pub(crate) fn start(
+        settings: PluginSettings,
+        store: Arc<Store>,
+    ) -> Result<Arc<PluginHost>, PluginError> {
         let registry = Arc::new(ArcSwap::from_pointee(Registry::default()));
         let (tx, rx) = mpsc::channel();
         let instance_id = instance_id();
@@ -67,7 +70,9 @@ impl PluginHost {
         let store = Arc::downgrade(&store);
         std::thread::Builder::new()
             .name("moongate-plugins".into())
-            .spawn(move || control_loop(rx, thread_registry, thread_settings, store, thread_instance))
+            .spawn(move || {
+                control_loop(rx, thread_registry, thread_settings, store, thread_instance)
+            })
             .map_err(|e| PluginError::Vm(format!("cannot start the plugin control thread: {e}")))?;
         let host = Arc::new(PluginHost {
             registry,
@@ -77,11 +82,6 @@ impl PluginHost {
         });
         host.reload_blocking()?;
         Ok(host)
-    }
-
-    /// The current registry.
-    pub(crate) fn registry(&self) -> Arc<Registry> {
-        self.registry.load_full()
     }
 
     fn send(&self, job: Job) -> Result<(), PluginError> {
@@ -99,17 +99,22 @@ impl PluginHost {
     /// This worker's VM, rebuilt when the registry changed since it was built.
     pub(crate) fn worker_vm(&self) -> Result<Rc<Vm>, PluginError> {
         let registry = self.registry.load();
-        if let Some(vm) = WORKER_VM.with(|v| v.borrow().clone()) {
-            if vm.generation == registry.generation {
-                return Ok(vm);
-            }
+        if let Some(vm) = WORKER_VM.with(|v| v.borrow().clone())
+            && vm.generation == registry.generation
+        {
+            return Ok(vm);
         }
         let worker = WorkerInfo {
             worker_id: WORKER_ID.with(Cell::get),
             worker_count: self.settings.workers,
             instance_id: self.instance_id.clone(),
         };
-        let vm = Rc::new(Vm::new(registry.generation, &registry.sources, &self.settings, worker)?);
+        let vm = Rc::new(Vm::new(
+            registry.generation,
+            &registry.sources,
+            &self.settings,
+            worker,
+        )?);
         let names: Vec<String> = registry.plugins.iter().map(|p| p.name.clone()).collect();
         let (_, failed) = vm.load_plugins(&names);
         for (name, err) in failed {
@@ -144,23 +149,25 @@ impl PluginHost {
             return;
         }
         let host = self.clone();
-        let spawned = std::thread::Builder::new().name("moongate-plugin-watch".into()).spawn(move || {
-            let _debouncer = debouncer;
-            while !cancel.is_cancelled() {
-                match rx.recv_timeout(Duration::from_millis(250)) {
-                    Ok(Ok(events)) if events.iter().any(|e| !e.kind.is_access()) => {
-                        tracing::info!("plugin directory changed, reloading plugins");
-                        if let Err(err) = host.reload_blocking() {
-                            tracing::error!(error = %err, "plugin reload failed");
+        let spawned = std::thread::Builder::new()
+            .name("moongate-plugin-watch".into())
+            .spawn(move || {
+                let _debouncer = debouncer;
+                while !cancel.is_cancelled() {
+                    match rx.recv_timeout(Duration::from_millis(250)) {
+                        Ok(Ok(events)) if events.iter().any(|e| !e.kind.is_access()) => {
+                            tracing::info!("plugin directory changed, reloading plugins");
+                            if let Err(err) = host.reload_blocking() {
+                                tracing::error!(error = %err, "plugin reload failed");
+                            }
                         }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(errors)) => tracing::warn!(?errors, "plugin directory watch error"),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(errors)) => tracing::warn!(?errors, "plugin directory watch error"),
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-            }
-        });
+            });
         if let Err(err) = spawned {
             tracing::error!(error = %err, "cannot start the plugin watcher");
         }
@@ -180,11 +187,18 @@ impl PluginCatalog for PluginHost {
             reply,
         })
         .map_err(|e| e.to_string())?;
-        answer.recv().map_err(|_| PluginError::ControlGone.to_string())?
+        answer
+            .recv()
+            .map_err(|_| PluginError::ControlGone.to_string())?
     }
 
     fn names(&self) -> Vec<String> {
-        self.registry.load().plugins.iter().map(|p| p.name.clone()).collect()
+        self.registry
+            .load()
+            .plugins
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     fn schema(&self, name: &str, schema_type: SchemaType) -> Option<Value> {
@@ -243,7 +257,9 @@ fn control_loop(
                             old.destroy();
                         }
                     }
-                    Err(err) => tracing::error!(error = %err, "plugin reload failed, keeping the loaded plugins"),
+                    Err(err) => {
+                        tracing::error!(error = %err, "plugin reload failed, keeping the loaded plugins")
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -303,8 +319,13 @@ fn build(
         let mut reverted = false;
         for (name, err) in failed {
             // A name enabled in config with no file is reported but is not a broken file.
-            if !sources.contains_key(&format!("apisix.plugins.{name}")) && previous.get(&name).is_none() {
-                errors.insert(name.clone(), format!("failed to load plugin [{name}] err: no plugin file found"));
+            if !sources.contains_key(&format!("apisix.plugins.{name}"))
+                && previous.get(&name).is_none()
+            {
+                errors.insert(
+                    name.clone(),
+                    format!("failed to load plugin [{name}] err: no plugin file found"),
+                );
                 continue;
             }
             errors.insert(name.clone(), err);
@@ -333,15 +354,25 @@ fn build(
     }
 }
 
-fn plugin_modules<'a>(sources: &'a HashMap<String, Source>, name: &str) -> Vec<(&'a String, &'a Source)> {
+fn plugin_modules<'a>(
+    sources: &'a HashMap<String, Source>,
+    name: &str,
+) -> Vec<(&'a String, &'a Source)> {
     let top = format!("apisix.plugins.{name}");
     let sub = format!("{top}.");
-    let mut modules: Vec<_> = sources.iter().filter(|(m, _)| **m == top || m.starts_with(&sub)).collect();
+    let mut modules: Vec<_> = sources
+        .iter()
+        .filter(|(m, _)| **m == top || m.starts_with(&sub))
+        .collect();
     modules.sort_by(|a, b| a.0.cmp(b.0));
     modules
 }
 
-fn same_code(next: &HashMap<String, Source>, previous: &HashMap<String, Source>, name: &str) -> bool {
+fn same_code(
+    next: &HashMap<String, Source>,
+    previous: &HashMap<String, Source>,
+    name: &str,
+) -> bool {
     plugin_modules(next, name) == plugin_modules(previous, name)
 }
 
@@ -352,7 +383,10 @@ fn revert(sources: &mut HashMap<String, Source>, previous: &Registry, name: &str
         .into_iter()
         .map(|(m, s)| (m.clone(), s.clone()))
         .collect();
-    let current: Vec<String> = plugin_modules(sources, name).into_iter().map(|(m, _)| m.clone()).collect();
+    let current: Vec<String> = plugin_modules(sources, name)
+        .into_iter()
+        .map(|(m, _)| m.clone())
+        .collect();
     if current.is_empty() && old.is_empty() {
         return false;
     }
@@ -365,12 +399,26 @@ fn revert(sources: &mut HashMap<String, Source>, previous: &Registry, name: &str
 
 /// Checks every stored conf of a plugin against its new version.
 fn recheck_stored(vm: &Vm, snapshot: &Snapshot, name: &str) -> Result<(), String> {
-    for kind in [ResourceKind::Route, ResourceKind::Service, ResourceKind::PluginConfig, ResourceKind::GlobalRule, ResourceKind::Consumer] {
-        let schema_type = if kind == ResourceKind::Consumer { SchemaType::Consumer } else { SchemaType::Route };
+    for kind in [
+        ResourceKind::Route,
+        ResourceKind::Service,
+        ResourceKind::PluginConfig,
+        ResourceKind::GlobalRule,
+        ResourceKind::Consumer,
+    ] {
+        let schema_type = if kind == ResourceKind::Consumer {
+            SchemaType::Consumer
+        } else {
+            SchemaType::Route
+        };
         for item in snapshot.state.list(kind) {
             if let Some(conf) = item.value.get("plugins").and_then(|p| p.get(name)) {
-                vm.check(name, conf, schema_type)
-                    .map_err(|e| format!("the new version rejects the conf stored in {}: {e}", item.key))?;
+                vm.check(name, conf, schema_type).map_err(|e| {
+                    format!(
+                        "the new version rejects the conf stored in {}: {e}",
+                        item.key
+                    )
+                })?;
             }
         }
     }

@@ -23,7 +23,7 @@ mod request;
 mod vm;
 
 pub(crate) use host::{PluginHost, set_worker_id};
-pub(crate) use registry::{PluginSettings, Registry};
+pub(crate) use registry::PluginSettings;
 pub(crate) use request::{ReqBody, RequestState, enter, scoped};
 pub(crate) use vm::{Chain, Vm};
 
@@ -93,6 +93,17 @@ pub(crate) enum PluginError {
     ControlGone,
 }
 
+impl crate::error::Classify for PluginError {
+    /// Plugin code is the gateway's own configuration: its failures are internal (500).
+    fn source(&self) -> crate::error::ErrorSource {
+        crate::error::ErrorSource::Internal
+    }
+
+    fn is_timeout(&self) -> bool {
+        false
+    }
+}
+
 impl From<mlua::Error> for PluginError {
     fn from(err: mlua::Error) -> Self {
         PluginError::Lua(lua_message(&err))
@@ -102,7 +113,9 @@ impl From<mlua::Error> for PluginError {
 /// The innermost readable message of a Lua error (callback errors wrap their cause).
 pub(crate) fn lua_message(err: &mlua::Error) -> String {
     match err {
-        mlua::Error::CallbackError { traceback, cause } => format!("{}\n{traceback}", lua_message(cause)),
+        mlua::Error::CallbackError { traceback, cause } => {
+            format!("{}\n{traceback}", lua_message(cause))
+        }
         mlua::Error::RuntimeError(msg) => msg.clone(),
         mlua::Error::MemoryError(msg) => format!("memory limit reached: {msg}"),
         other => other.to_string(),

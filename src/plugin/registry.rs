@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Phase;
-
 /// How plugins are found and run.
 #[derive(Debug, Clone)]
 pub(crate) struct PluginSettings {
@@ -41,22 +39,10 @@ pub(crate) struct Source {
 pub(crate) struct PluginInfo {
     pub(crate) name: String,
     pub(crate) priority: i64,
-    /// `type`, e.g. `"auth"`.
-    pub(crate) kind: Option<String>,
-    pub(crate) run_policy: Option<String>,
     /// The schema with `_meta` injected.
     pub(crate) schema: Value,
     pub(crate) consumer_schema: Option<Value>,
     pub(crate) metadata_schema: Option<Value>,
-    pub(crate) phases: u8,
-}
-
-impl PluginInfo {
-    /// Whether the module defines the phase function.
-    #[allow(dead_code)]
-    pub(crate) fn has(&self, phase: Phase) -> bool {
-        self.phases & phase.bit() != 0
-    }
 }
 
 /// One generation of loaded plugins. Immutable; a reload builds a new one.
@@ -158,8 +144,14 @@ mod tests {
 
     #[test]
     fn module_names_follow_apisix_layout() {
-        assert_eq!(module_name(Path::new("aws-lambda.lua")).as_deref(), Some("apisix.plugins.aws-lambda"));
-        assert_eq!(module_name(Path::new("foo/bar.lua")).as_deref(), Some("apisix.plugins.foo.bar"));
+        assert_eq!(
+            module_name(Path::new("aws-lambda.lua")).as_deref(),
+            Some("apisix.plugins.aws-lambda")
+        );
+        assert_eq!(
+            module_name(Path::new("foo/bar.lua")).as_deref(),
+            Some("apisix.plugins.foo.bar")
+        );
         assert_eq!(
             module_name(Path::new("apisix/plugins/foo.lua")).as_deref(),
             Some("apisix.plugins.foo")

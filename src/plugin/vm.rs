@@ -63,7 +63,8 @@ impl Vm {
         worker: WorkerInfo,
     ) -> Result<Vm, PluginError> {
         let vm_err = |e: mlua::Error| PluginError::Vm(lua_message(&e));
-        let lua = Lua::new_with(StdLib::ALL_SAFE | StdLib::JIT, LuaOptions::new()).map_err(vm_err)?;
+        let lua =
+            Lua::new_with(StdLib::ALL_SAFE | StdLib::JIT, LuaOptions::new()).map_err(vm_err)?;
         let native = native::install(&lua, worker, settings).map_err(vm_err)?;
         preload_runtime(&lua).map_err(vm_err)?;
         install_plugin_searcher(&lua, sources).map_err(vm_err)?;
@@ -72,18 +73,31 @@ impl Vm {
             .set_name("@moongate/bootstrap")
             .call(())
             .map_err(vm_err)?;
-        ngx.get::<Function>("install").and_then(|f| f.call::<()>(native.clone())).map_err(vm_err)?;
-        let host: Table = lua.load("return require('moongate.host')").call(()).map_err(vm_err)?;
-        let meta = lua.to_value(&crate::schema::plugin_injected_schema()).map_err(vm_err)?;
-        host.get::<Function>("init").and_then(|f| f.call::<()>(meta)).map_err(vm_err)?;
-        lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |_, _| {
-            if current_deadline().is_some_and(|d| Instant::now() > d) {
-                return Err(mlua::Error::runtime(TIME_LIMIT_MARK));
-            }
-            Ok(VmState::Continue)
-        })
+        ngx.get::<Function>("install")
+            .and_then(|f| f.call::<()>(native.clone()))
+            .map_err(vm_err)?;
+        let host: Table = lua
+            .load("return require('moongate.host')")
+            .call(())
+            .map_err(vm_err)?;
+        let meta = lua
+            .to_value(&crate::schema::plugin_injected_schema())
+            .map_err(vm_err)?;
+        host.get::<Function>("init")
+            .and_then(|f| f.call::<()>(meta))
+            .map_err(vm_err)?;
+        lua.set_global_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            |_, _| {
+                if current_deadline().is_some_and(|d| Instant::now() > d) {
+                    return Err(mlua::Error::runtime(TIME_LIMIT_MARK));
+                }
+                Ok(VmState::Continue)
+            },
+        )
         .map_err(vm_err)?;
-        lua.set_memory_limit(settings.memory_limit).map_err(vm_err)?;
+        lua.set_memory_limit(settings.memory_limit)
+            .map_err(vm_err)?;
         let get = |name: &str| host.get::<Function>(name).map_err(vm_err);
         Ok(Vm {
             run_phase: get("run_phase")?,
@@ -100,7 +114,10 @@ impl Vm {
     }
 
     /// Loads (requires, validates, `init()`s) each plugin; returns what loaded and what failed.
-    pub(crate) fn load_plugins(&self, names: &[String]) -> (Vec<PluginInfo>, Vec<(String, String)>) {
+    pub(crate) fn load_plugins(
+        &self,
+        names: &[String],
+    ) -> (Vec<PluginInfo>, Vec<(String, String)>) {
         let mut loaded = Vec::new();
         let mut failed = Vec::new();
         let load = match self
@@ -111,45 +128,70 @@ impl Vm {
             Ok(f) => f,
             Err(err) => {
                 let msg = lua_message(&err);
-                return (Vec::new(), names.iter().map(|n| (n.clone(), msg.clone())).collect());
+                return (
+                    Vec::new(),
+                    names.iter().map(|n| (n.clone(), msg.clone())).collect(),
+                );
             }
         };
         for name in names {
             match load.call::<(Option<Table>, Option<String>)>(name.as_str()) {
-                Ok((Some(info), _)) => match plugin_info(&self.lua, name, &info) {
+                Ok((Some(info), _)) => match plugin_info(name, &info) {
                     Ok(info) => loaded.push(info),
                     Err(err) => failed.push((name.clone(), lua_message(&err))),
                 },
-                Ok((None, err)) => failed.push((name.clone(), err.unwrap_or_else(|| "failed to load".into()))),
+                Ok((None, err)) => {
+                    failed.push((name.clone(), err.unwrap_or_else(|| "failed to load".into())))
+                }
                 Err(err) => failed.push((name.clone(), lua_message(&err))),
             }
         }
-        loaded.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
+        loaded.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         (loaded, failed)
     }
 
     /// Runs a plugin's `check_schema` (or its schema) on a conf, as the Admin API does on writes.
-    pub(crate) fn check(&self, name: &str, conf: &Json, schema_type: SchemaType) -> Result<(), String> {
+    pub(crate) fn check(
+        &self,
+        name: &str,
+        conf: &Json,
+        schema_type: SchemaType,
+    ) -> Result<(), String> {
         let kind = match schema_type {
             SchemaType::Route => 0,
             SchemaType::Consumer => 1,
             SchemaType::Metadata => 2,
         };
         let conf = serde_json::to_string(conf).map_err(|e| e.to_string())?;
-        match self.check.call::<(bool, Option<String>)>((name, conf, kind)) {
+        match self
+            .check
+            .call::<(bool, Option<String>)>((name, conf, kind))
+        {
             Ok((true, _)) => Ok(()),
-            Ok((false, err)) => Err(err.unwrap_or_else(|| format!("failed to check the configuration of plugin {name}"))),
-            Err(err) => Err(format!("failed to check the configuration of plugin {name} err: {}", lua_message(&err))),
+            Ok((false, err)) => Err(err
+                .unwrap_or_else(|| format!("failed to check the configuration of plugin {name}"))),
+            Err(err) => Err(format!(
+                "failed to check the configuration of plugin {name} err: {}",
+                lua_message(&err)
+            )),
         }
     }
 
     /// The compiled chain of a route, built on first use for each config version.
-    pub(crate) fn chain(&self, snapshot: &Snapshot, route: &RouteEntry) -> Result<Rc<Chain>, PluginError> {
+    pub(crate) fn chain(
+        &self,
+        snapshot: &Snapshot,
+        route: &RouteEntry,
+    ) -> Result<Rc<Chain>, PluginError> {
         let version = (route.plugins_version, snapshot.global_version);
-        if let Some(chain) = self.chains.borrow().get(&route.id) {
-            if chain.version == version {
-                return Ok(chain.clone());
-            }
+        if let Some(chain) = self.chains.borrow().get(&route.id)
+            && chain.version == version
+        {
+            return Ok(chain.clone());
         }
         let to_list = |plugins: &[(String, Arc<str>)]| -> mlua::Result<Table> {
             let list = self.lua.create_table_with_capacity(plugins.len(), 0)?;
@@ -185,7 +227,11 @@ impl Vm {
     }
 
     /// The per-request `ctx` (APISIX's `api_ctx`).
-    pub(crate) fn new_ctx(&self, state: &Rc<RequestState>, matched: &Matched) -> Result<Table, PluginError> {
+    pub(crate) fn new_ctx(
+        &self,
+        state: &Rc<RequestState>,
+        matched: &Matched,
+    ) -> Result<Table, PluginError> {
         let info = self.lua.create_table()?;
         info.raw_set("route_id", state.route.id.as_str())?;
         info.raw_set("conf_version", state.route.plugins_version)?;
@@ -202,19 +248,40 @@ impl Vm {
         }
         info.raw_set("params", params)?;
         info.raw_set("route", self.lua.to_value(&state.route.value)?)?;
-        Ok(super::request::enter(state, || self.new_ctx.call::<Table>(info))?)
+        Ok(super::request::enter(state, || {
+            self.new_ctx.call::<Table>(info)
+        })?)
     }
 
     /// Runs one phase of a chain. `Ok(true)` means a plugin ended the request.
-    pub(crate) async fn run_phase(&self, phase: Phase, chain: &Chain, ctx: &Table) -> Result<bool, PluginError> {
-        let result = self.run_phase.call_async::<bool>((phase.name(), chain.table.clone(), ctx.clone())).await;
+    pub(crate) async fn run_phase(
+        &self,
+        phase: Phase,
+        chain: &Chain,
+        ctx: &Table,
+    ) -> Result<bool, PluginError> {
+        let result = self
+            .run_phase
+            .call_async::<bool>((phase.name(), chain.table.clone(), ctx.clone()))
+            .await;
         self.map_result(result)
     }
 
     /// Runs the `body_filter`s of a chain on one chunk; returns the chunk to send.
-    pub(crate) fn run_body_filter(&self, chain: &Chain, ctx: &Table, chunk: Bytes, eof: bool) -> Result<Bytes, PluginError> {
+    pub(crate) fn run_body_filter(
+        &self,
+        chain: &Chain,
+        ctx: &Table,
+        chunk: Bytes,
+        eof: bool,
+    ) -> Result<Bytes, PluginError> {
         let chunk = self.lua.create_string(&chunk)?;
-        let result = self.body_filter.call::<Option<mlua::LuaString>>((chain.table.clone(), ctx.clone(), chunk, eof));
+        let result = self.body_filter.call::<Option<mlua::LuaString>>((
+            chain.table.clone(),
+            ctx.clone(),
+            chunk,
+            eof,
+        ));
         let out = self.map_result(result)?;
         Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
     }
@@ -251,30 +318,21 @@ impl Vm {
     }
 }
 
-fn plugin_info(lua: &Lua, name: &str, info: &Table) -> mlua::Result<PluginInfo> {
+fn plugin_info(name: &str, info: &Table) -> mlua::Result<PluginInfo> {
     let json = |key: &str| -> mlua::Result<Option<Json>> {
         match info.get::<Option<String>>(key)? {
-            Some(text) => serde_json::from_str(&text).map(Some).map_err(mlua::Error::external),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(mlua::Error::external),
             None => Ok(None),
         }
     };
-    let phases: Table = info.get("phases")?;
-    let mut bits = 0u8;
-    for phase in Phase::ALL {
-        if phases.get::<bool>(phase.name()).unwrap_or(false) {
-            bits |= phase.bit();
-        }
-    }
-    let _ = lua;
     Ok(PluginInfo {
         name: name.to_owned(),
         priority: info.get("priority")?,
-        kind: info.get("type")?,
-        run_policy: info.get("run_policy")?,
         schema: json("schema")?.unwrap_or(Json::Null),
         consumer_schema: json("consumer_schema")?,
         metadata_schema: json("metadata_schema")?,
-        phases: bits,
     })
 }
 
@@ -282,7 +340,10 @@ fn plugin_info(lua: &Lua, name: &str, info: &Table) -> mlua::Result<PluginInfo> 
 fn preload_runtime(lua: &Lua) -> mlua::Result<()> {
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
     for (module, path, source) in super::lua_modules::MODULES {
-        let chunk = lua.load(*source).set_name(format!("@lua/{path}")).into_function()?;
+        let chunk = lua
+            .load(*source)
+            .set_name(format!("@lua/{path}"))
+            .into_function()?;
         preload.set(*module, chunk)?;
     }
     Ok(())
@@ -294,11 +355,17 @@ fn install_plugin_searcher(lua: &Lua, sources: &HashMap<String, Source>) -> mlua
     let sources = sources.clone();
     let searcher = lua.create_function(move |lua, name: String| {
         let Some(source) = sources.get(&name) else {
-            return Ok(Value::String(lua.create_string(format!("\n\tno plugin file for '{name}'"))?));
+            return Ok(Value::String(
+                lua.create_string(format!("\n\tno plugin file for '{name}'"))?,
+            ));
         };
-        let chunk = lua.load(&*source.text).set_name(source.chunk_name.clone()).into_function()?;
+        let chunk = lua
+            .load(&*source.text)
+            .set_name(source.chunk_name.clone())
+            .into_function()?;
         let jit: Table = lua.globals().get("jit")?;
-        jit.get::<Function>("off")?.call::<()>((chunk.clone(), true))?;
+        jit.get::<Function>("off")?
+            .call::<()>((chunk.clone(), true))?;
         Ok(Value::Function(chunk))
     })?;
     let loaders: Table = lua.globals().get::<Table>("package")?.get("loaders")?;

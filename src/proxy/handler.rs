@@ -21,8 +21,8 @@ use super::plugins::PluginRun;
 use super::uri::{encode_path, normalize};
 use crate::admin::{self, Admin};
 use crate::error::status_for;
-use crate::router::{MatchInput, Vars};
 use crate::plugin::{Phase, PluginError, PluginHost, ReqBody, RequestState};
+use crate::router::{MatchInput, Vars};
 use crate::store::{RouteEntry, Snapshot, Store};
 use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
 use crate::upstream::{HashOn, Node, Upstream};
@@ -74,13 +74,12 @@ async fn serve(
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> (Response<ProxyBody>, Option<String>, Option<String>) {
-    if let Some(admin) = &dp.admin {
-        if req.uri().path().starts_with(admin::PREFIX)
-            && admin::canonical(conn.peer.ip()).is_loopback()
-        {
-            let resp = admin.handle(req, conn.peer.ip()).await;
-            return (resp.map(boxed), None, None);
-        }
+    if let Some(admin) = &dp.admin
+        && req.uri().path().starts_with(admin::PREFIX)
+        && admin::canonical(conn.peer.ip()).is_loopback()
+    {
+        let resp = admin.handle(req, conn.peer.ip()).await;
+        return (resp.map(boxed), None, None);
     }
     let (parts, body) = req.into_parts();
     let path = match normalize(parts.uri.path()) {
@@ -116,22 +115,28 @@ async fn serve(
         uri: found.matched_uri,
     };
     // The body size is checked before any plugin or upstream sees the request.
-    if let (Some(limit), Some(len)) = (dp.max_body, content_length(&parts, &body)) {
-        if len > limit {
-            return (
-                error_page(StatusCode::PAYLOAD_TOO_LARGE),
-                Some(route.id.clone()),
-                None,
-            );
-        }
+    if let (Some(limit), Some(len)) = (dp.max_body, content_length(&parts, &body))
+        && len > limit
+    {
+        return (
+            error_page(StatusCode::PAYLOAD_TOO_LARGE),
+            Some(route.id.clone()),
+            None,
+        );
     }
     let route_id = Some(route.id.clone());
-    if let Some(host) = &dp.plugins {
-        if !route.plugins.is_empty() || !snapshot.global_plugins.is_empty() {
-            let request = PluginRequest { parts, body, path, conn, matched };
-            let (resp, node) = serve_with_plugins(dp, host, snapshot, route, request).await;
-            return (resp, route_id, node);
-        }
+    if let Some(host) = &dp.plugins
+        && (!route.plugins.is_empty() || !snapshot.global_plugins.is_empty())
+    {
+        let request = PluginRequest {
+            parts,
+            body,
+            path,
+            conn,
+            matched,
+        };
+        let (resp, node) = serve_with_plugins(dp, host, snapshot, route, request).await;
+        return (resp, route_id, node);
     }
     let Some(upstream) = route.upstream.clone() else {
         return (no_upstream(&route), route_id, None);
@@ -139,7 +144,13 @@ async fn serve(
     let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
     let uri = upstream_uri(&path, parts.uri.query());
     let body = limit_body(dp, body);
-    let (resp, node) = forward(parts, body, uri, conn, &route, &upstream, &attempts).await;
+    let target = Target {
+        route: &route,
+        upstream: &upstream,
+        attempts: &attempts,
+        host_override: None,
+    };
+    let (resp, node) = forward(parts, body, uri, conn, target).await;
     (resp, route_id, node)
 }
 
@@ -167,7 +178,10 @@ fn no_upstream(route: &RouteEntry) -> Response<ProxyBody> {
 }
 
 fn attempt_order(upstream: &Upstream, vars: &RequestVars<'_>) -> Vec<Node> {
-    let hash_key = upstream.balancer.hash_on().and_then(|on| hash_key(on, vars));
+    let hash_key = upstream
+        .balancer
+        .hash_on()
+        .and_then(|on| hash_key(on, vars));
     upstream
         .attempt_order(hash_key.as_deref().map(str::as_bytes))
         .into_iter()
@@ -201,7 +215,7 @@ async fn serve_with_plugins(
 ) -> (Response<ProxyBody>, Option<String>) {
     let failed = |err: PluginError, route: &RouteEntry| {
         tracing::error!(route_id = %route.id, error = %err, "plugin failed");
-        (error_page(StatusCode::INTERNAL_SERVER_ERROR), None)
+        (error_page(status_for(&err)), None)
     };
     let vm = match host.worker_vm() {
         Ok(vm) => vm,
@@ -211,7 +225,13 @@ async fn serve_with_plugins(
         Ok(chain) => chain,
         Err(err) => return failed(err, &route),
     };
-    let PluginRequest { parts, body, path, conn, matched } = request;
+    let PluginRequest {
+        parts,
+        body,
+        path,
+        conn,
+        matched,
+    } = request;
     let state = Rc::new(RequestState::new(
         conn,
         parts,
@@ -255,7 +275,9 @@ async fn serve_with_plugins(
     }
     let (parts, body) = run.take_request();
     let uri = match run.state.vars.borrow().get("upstream_uri") {
-        Some(upstream_uri) => Uri::try_from(upstream_uri.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
+        Some(upstream_uri) => {
+            Uri::try_from(upstream_uri.as_str()).unwrap_or_else(|_| Uri::from_static("/"))
+        }
         None => upstream_uri(&run.state.path.borrow(), parts.uri.query()),
     };
     let body = match body {
@@ -263,8 +285,26 @@ async fn serve_with_plugins(
         ReqBody::Buffered(bytes) => outbound(http_body_util::Full::new(bytes)),
         ReqBody::Reading => outbound(http_body_util::Empty::new()),
     };
-    let (resp, node) = forward(parts, body, uri, conn, &route, &upstream, &attempts).await;
+    // `ctx.var.upstream_host` (proxy-rewrite's `host`) replaces the Host the upstream gets.
+    let host_override = run.state.vars.borrow().get("upstream_host").cloned();
+    let target = Target {
+        route: &route,
+        upstream: &upstream,
+        attempts: &attempts,
+        host_override,
+    };
+    let (resp, node) = forward(parts, body, uri, conn, target).await;
     (run.finish(resp).await, node)
+}
+
+/// Where a request is forwarded.
+struct Target<'a> {
+    route: &'a RouteEntry,
+    upstream: &'a Upstream,
+    /// Nodes in the order to try them.
+    attempts: &'a [Node],
+    /// A Host set by a plugin, replacing what `pass_host` would send.
+    host_override: Option<String>,
 }
 
 /// Sends the request to the first node that accepts a connection, retrying others on connect failure.
@@ -273,10 +313,14 @@ async fn forward(
     body: OutBody,
     uri: Uri,
     conn: ConnInfo,
-    route: &RouteEntry,
-    upstream: &Upstream,
-    attempts: &[Node],
+    target: Target<'_>,
 ) -> (Response<ProxyBody>, Option<String>) {
+    let Target {
+        route,
+        upstream,
+        attempts,
+        host_override,
+    } = target;
     let Some(first) = attempts.first() else {
         tracing::error!(route_id = %route.id, "no valid upstream node");
         return (error_page(StatusCode::BAD_GATEWAY), None);
@@ -299,7 +343,14 @@ async fn forward(
     let mut node = first;
     let mut tried = 0usize;
     loop {
-        set_host(&mut request, upstream, node, client_host.as_deref());
+        match &host_override {
+            Some(host) => {
+                if let Ok(value) = HeaderValue::from_str(host) {
+                    request.headers_mut().insert(header::HOST, value);
+                }
+            }
+            None => set_host(&mut request, upstream, node, client_host.as_deref()),
+        }
         let endpoint = Endpoint {
             scheme: upstream.scheme,
             host: node.host.clone(),
@@ -328,7 +379,13 @@ async fn forward(
                         if status == StatusCode::PAYLOAD_TOO_LARGE {
                             tracing::info!(route_id = %route.id, "request body larger than client_max_body_size");
                         } else {
-                            tracing::error!(route_id = %route.id, upstream = %node.authority(), error = %err, "upstream request failed");
+                            tracing::error!(
+                                route_id = %route.id,
+                                upstream_id = upstream.id.as_deref().unwrap_or(""),
+                                upstream = %node.authority(),
+                                error = %err,
+                                "upstream request failed"
+                            );
                         }
                         return (error_page(status), Some(node.authority()));
                     }
@@ -492,12 +549,9 @@ impl Vars for RequestVars<'_> {
         }
         let value: Cow<'_, str> = match name {
             "uri" => Cow::Borrowed(self.path),
-            "request_uri" => Cow::Borrowed(
-                self.req
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str()),
-            ),
+            "request_uri" => {
+                Cow::Borrowed(self.req.uri.path_and_query().map_or("/", |pq| pq.as_str()))
+            }
             "args" | "query_string" => Cow::Borrowed(self.req.uri.query()?),
             "host" => Cow::Owned(strip_port(parts_host(self.req)?).to_ascii_lowercase()),
             "request_method" => Cow::Borrowed(self.req.method.as_str()),

@@ -56,7 +56,8 @@ impl PluginRun {
             (status, std::mem::take(&mut resp.out).freeze())
         };
         let mut response = Response::new(full(body));
-        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *response.status_mut() =
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         self.finish(response).await
     }
 
@@ -64,7 +65,8 @@ impl PluginRun {
     pub(crate) async fn error_response(self, err: PluginError) -> Response<ProxyBody> {
         tracing::error!(route_id = %self.state.route.id, phase = self.state.phase.get().name(), error = %err, "plugin failed");
         self.state.resp.borrow_mut().headers.clear();
-        self.finish(error_page(StatusCode::INTERNAL_SERVER_ERROR)).await
+        self.finish(error_page(StatusCode::INTERNAL_SERVER_ERROR))
+            .await
     }
 
     /// Runs `header_filter` on the response head, then wraps the body for `body_filter` and `log`.
@@ -93,7 +95,10 @@ impl PluginRun {
         {
             let mut resp = self.state.resp.borrow_mut();
             resp.sent = true;
-            head.status = resp.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(head.status);
+            head.status = resp
+                .status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(head.status);
             head.headers = std::mem::take(&mut resp.headers);
         }
         let filter = self.chain.has(Phase::BodyFilter);
@@ -153,7 +158,9 @@ impl FilteredBody {
         };
         run.state.phase.set(Phase::BodyFilter);
         run.state.deadline.set(Some(run.vm.deadline()));
-        let result = enter(&run.state, || run.vm.run_body_filter(&run.chain, ctx, chunk, eof));
+        let result = enter(&run.state, || {
+            run.vm.run_body_filter(&run.chain, ctx, chunk, eof)
+        });
         run.state.deadline.set(None);
         result.map_err(|err| {
             tracing::error!(route_id = %run.state.route.id, phase = "body_filter", error = %err, "plugin failed");
@@ -182,7 +189,10 @@ impl Body for FilteredBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -204,7 +214,11 @@ impl Body for FilteredBody {
                     return Poll::Ready(Some(Err(err)));
                 }
                 Poll::Ready(None) => {
-                    let last = if self.filter { self.filter_chunk(Bytes::new(), true) } else { Ok(Bytes::new()) };
+                    let last = if self.filter {
+                        self.filter_chunk(Bytes::new(), true)
+                    } else {
+                        Ok(Bytes::new())
+                    };
                     self.complete();
                     return match last {
                         Ok(bytes) if bytes.is_empty() => Poll::Ready(None),
@@ -222,6 +236,10 @@ impl Body for FilteredBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.filter { SizeHint::default() } else { self.inner.size_hint() }
+        if self.filter {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }

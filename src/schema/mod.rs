@@ -5,7 +5,7 @@
 //!   the Admin API.
 //! * [`ResourceKind`]: APISIX's resource schemas (`schema_def.lua`) and the cross-field rules APISIX checks
 //!   in Lua next to them. [`CheckError`]'s `Display` is the Admin API `error_msg`.
-//! * [`inject_meta`]: adds `_meta` to a plugin schema, as APISIX's plugin loader does.
+//! * [`plugin_injected_schema`]: the `_meta` schema the plugin loader adds to every plugin schema.
 //!
 //! The module has no IO and knows nothing of Lua or HTTP: values go in and out as `serde_json::Value`.
 
@@ -15,10 +15,10 @@ mod validator;
 #[cfg(test)]
 mod tests;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-pub(crate) use resources::{CheckError, ResourceKind, schema_def};
-pub(crate) use validator::{Schema, SchemaError};
+pub(crate) use resources::{ResourceKind, schema_def};
+pub(crate) use validator::Schema;
 
 /// The `$comment` APISIX puts on a plugin schema once `_meta` has been injected.
 pub(crate) const INJECTED_SCHEMA_MARK: &str = "this is a mark for our injected plugin schema";
@@ -54,36 +54,4 @@ fn meta_schema() -> Value {
         },
         "additionalProperties": false
     })
-}
-
-/// Injects `properties._meta` into a plugin's `schema` and marks it with `$comment`, as APISIX's plugin
-/// loader does. Idempotent: a schema that already carries the mark is left alone. A schema that defines
-/// `_meta` itself is rejected with APISIX's message (the loader logs it as
-/// `invalid plugin [<name>]: found forbidden '_meta' field in the schema`).
-pub(crate) fn inject_meta(plugin_schema: &mut Value) -> Result<(), String> {
-    let Value::Object(schema) = plugin_schema else {
-        return Err("invalid plugin schema: expected a table".to_owned());
-    };
-    if schema.get("$comment").and_then(Value::as_str) == Some(INJECTED_SCHEMA_MARK) {
-        return Ok(());
-    }
-    let properties = schema
-        .entry("properties")
-        .or_insert_with(|| Value::Object(Map::new()));
-    // An empty Lua table may have been converted to `[]`.
-    if properties.as_array().is_some_and(Vec::is_empty) {
-        *properties = Value::Object(Map::new());
-    }
-    let Value::Object(properties) = properties else {
-        return Err("invalid plugin schema: properties is not a table".to_owned());
-    };
-    if properties.contains_key("_meta") {
-        return Err("found forbidden '_meta' field in the schema".to_owned());
-    }
-    properties.insert("_meta".to_owned(), meta_schema());
-    schema.insert(
-        "$comment".to_owned(),
-        Value::String(INJECTED_SCHEMA_MARK.to_owned()),
-    );
-    Ok(())
 }

@@ -1,7 +1,9 @@
 use serde_json::{Value, json};
 
+use super::resources::CheckError;
+use super::validator::SchemaError;
 use super::validator::{lua_number, lua_quote};
-use super::{CheckError, ResourceKind, Schema, SchemaError, inject_meta, schema_def};
+use super::{ResourceKind, Schema, schema_def};
 
 fn compile(schema: Value) -> Schema {
     Schema::compile(&schema).expect("test schema compiles")
@@ -1030,53 +1032,3 @@ fn every_resource_schema_compiles_and_is_exposed() {
 }
 
 // ----- _meta injection --------------------------------------------------------------------------------
-
-#[test]
-fn inject_meta_adds_meta_and_the_mark() {
-    let mut schema = json!({"type": "object", "additionalProperties": false});
-    inject_meta(&mut schema).expect("injects");
-    assert_eq!(
-        schema["$comment"],
-        "this is a mark for our injected plugin schema"
-    );
-    assert_eq!(
-        schema["properties"]["_meta"]["properties"]["priority"]["type"],
-        "integer"
-    );
-    // Idempotent.
-    let before = schema.clone();
-    inject_meta(&mut schema).expect("already injected");
-    assert_eq!(schema, before);
-
-    let compiled = compile(schema);
-    assert!(
-        compiled
-            .validate_ref(&json!({"_meta": {"disable": true, "error_response": {"m": 1}}}))
-            .is_ok()
-    );
-    assert_eq!(
-        compiled.validate_ref(&json!({"_meta": {"priority": 1.5}})),
-        Err(r#"property "_meta" validation failed: property "priority" validation failed: wrong type: expected integer, got number"#.to_owned())
-    );
-    assert_eq!(
-        compiled.validate_ref(&json!({"_meta": {"error_response": 1}})),
-        Err(r#"property "_meta" validation failed: property "error_response" validation failed: value should match only one schema, but matches none"#.to_owned())
-    );
-    assert_eq!(
-        compiled.validate_ref(&json!({"foo": 1})),
-        Err("additional properties forbidden, found foo".to_owned())
-    );
-}
-
-#[test]
-fn inject_meta_rejects_a_schema_defining_meta() {
-    let mut schema = json!({"properties": {"_meta": {}}});
-    assert_eq!(
-        inject_meta(&mut schema),
-        Err("found forbidden '_meta' field in the schema".to_owned())
-    );
-    let mut schema = json!({"properties": []});
-    inject_meta(&mut schema).expect("empty Lua table as properties");
-    assert!(schema["properties"]["_meta"].is_object());
-    assert!(inject_meta(&mut json!("x")).is_err());
-}

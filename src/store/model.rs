@@ -179,13 +179,13 @@ impl ConfigState {
             _ => &[],
         };
         for (field, target) in refs {
-            if let Some(id) = value.get(*field).and_then(id_of) {
-                if self.get(*target, &id).is_none() {
-                    return Err(StoreError::MissingReference {
-                        target: *target,
-                        id,
-                    });
-                }
+            if let Some(id) = value.get(*field).and_then(id_of)
+                && self.get(*target, &id).is_none()
+            {
+                return Err(StoreError::MissingReference {
+                    target: *target,
+                    id,
+                });
             }
         }
         Ok(())

@@ -86,7 +86,9 @@ fn merge_plugins(layers: &[Option<&Value>]) -> Vec<(String, Arc<str>)> {
 
 /// Combines object versions into one number that changes when any of them does.
 fn combine_versions(versions: &[u64]) -> u64 {
-    versions.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| (h ^ v).wrapping_mul(0x0100_0000_01b3))
+    versions.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        (h ^ v).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Snapshot {

@@ -226,10 +226,10 @@ fn finish(
     });
     // A body known to be empty is never polled by the server side, so release the connection now.
     let mut idle = Some(idle);
-    if response.body().is_end_stream() {
-        if let (Some(pool), Some(idle)) = (reusable.take(), idle.take()) {
-            release(endpoint.clone(), idle, pool);
-        }
+    if response.body().is_end_stream()
+        && let (Some(pool), Some(idle)) = (reusable.take(), idle.take())
+    {
+        release(endpoint.clone(), idle, pool);
     }
     response.map(|body| UpstreamBody {
         inner: body,
@@ -280,12 +280,6 @@ fn release(endpoint: Endpoint, mut idle: Idle, pool: KeepalivePool) {
         }
         queue.push_back(idle);
     });
-}
-
-/// The number of idle pooled connections on this thread (for tests and metrics).
-#[cfg(test)]
-pub(crate) fn idle_count(endpoint: &Endpoint) -> usize {
-    POOL.with(|p| p.borrow().get(endpoint).map_or(0, VecDeque::len))
 }
 
 async fn connect(
@@ -401,10 +395,10 @@ impl Body for UpstreamBody {
                     Some(Ok(frame)) => {
                         // With a known length the server stops polling at the last byte, so the end of
                         // the body is noticed here rather than by a final `None`.
-                        if this.inner.is_end_stream() {
-                            if let Some((endpoint, idle, pool)) = this.release.take() {
-                                release(endpoint, idle, pool);
-                            }
+                        if this.inner.is_end_stream()
+                            && let Some((endpoint, idle, pool)) = this.release.take()
+                        {
+                            release(endpoint, idle, pool);
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }

@@ -1,5 +1,6 @@
 -- core.schema: JSON Schema validation (native validator with api7/jsonschema's messages). check()
--- fills defaults into `conf` in place. The APISIX schema_def entries are not exported here.
+-- fills defaults into `conf` in place. The APISIX schema_def entries (`core.schema.ip_def`,
+-- `core.schema.route`, ...) are reachable through the module table, as in APISIX.
 local native = require("moongate.native")
 
 local schema_check = native.schema_check
@@ -22,8 +23,28 @@ end
 -- Returns a validator function(conf) -> ok, err bound to `schema`.
 function _M.valid(schema)
     return function(conf)
-        return _M.check(schema, conf)
+        local defs
+setmetatable(_M, {
+    __index = function(_, key)
+        if not defs then
+            defs = native.json_decode(native.schema_def_json())
+        end
+        return defs[key]
+    end,
+})
+
+return _M.check(schema, conf)
     end
 end
+
+local defs
+setmetatable(_M, {
+    __index = function(_, key)
+        if not defs then
+            defs = native.json_decode(native.schema_def_json())
+        end
+        return defs[key]
+    end,
+})
 
 return _M

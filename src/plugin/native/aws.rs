@@ -4,7 +4,10 @@ use std::cell::RefCell;
 
 use mlua::{Lua, LuaString, Table};
 
-use crate::aws::sigv4::{self, Credentials, Payload, SessionTokenMode, SignableRequest, SigningKeyCache, SigningParams, SigningSettings};
+use crate::aws::sigv4::{
+    self, Credentials, Payload, SessionTokenMode, SignableRequest, SigningKeyCache, SigningParams,
+    SigningSettings,
+};
 
 thread_local! {
     // Signing keys change once a day per (secret, region, service); one cache per worker thread.
@@ -21,11 +24,18 @@ pub(crate) fn register(lua: &Lua, native: &Table) -> mlua::Result<()> {
     native.set(
         "aws_sign",
         lua.create_function(|lua, req: Table| {
-            let method: String = req.get::<Option<String>>("method")?.unwrap_or_else(|| "GET".into());
-            let path: String = req.get::<Option<String>>("path")?.unwrap_or_else(|| "/".into());
+            let method: String = req
+                .get::<Option<String>>("method")?
+                .unwrap_or_else(|| "GET".into());
+            let path: String = req
+                .get::<Option<String>>("path")?
+                .unwrap_or_else(|| "/".into());
             let raw_query: String = req.get::<Option<String>>("query")?.unwrap_or_default();
             let body: Option<LuaString> = req.get("body")?;
-            let body_bytes = body.as_ref().map(|b| b.as_bytes().to_vec()).unwrap_or_default();
+            let body_bytes = body
+                .as_ref()
+                .map(|b| b.as_bytes().to_vec())
+                .unwrap_or_default();
             let mut header_pairs: Vec<(String, String)> = Vec::new();
             if let Some(list) = req.get::<Option<Table>>("headers")? {
                 for pair in list.sequence_values::<Table>() {
@@ -40,10 +50,17 @@ pub(crate) fn register(lua: &Lua, native: &Table) -> mlua::Result<()> {
                 req.get::<String>("secret_key")?,
                 req.get::<Option<String>>("session_token")?,
             );
-            let region: String = req.get::<Option<String>>("region")?.unwrap_or_else(|| "us-east-1".into());
-            let service: String = req.get::<Option<String>>("service")?.unwrap_or_else(|| "execute-api".into());
+            let region: String = req
+                .get::<Option<String>>("region")?
+                .unwrap_or_else(|| "us-east-1".into());
+            let service: String = req
+                .get::<Option<String>>("service")?
+                .unwrap_or_else(|| "execute-api".into());
             let query = sigv4::canonical_query(&raw_query);
-            let headers: Vec<(&str, &str)> = header_pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let headers: Vec<(&str, &str)> = header_pairs
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
             let request = SignableRequest {
                 method: &method,
                 path: &path,

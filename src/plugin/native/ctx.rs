@@ -23,15 +23,20 @@ pub(crate) struct WorkerInfo {
 }
 
 fn current() -> mlua::Result<Rc<RequestState>> {
-    with_current(|s| s.cloned()).ok_or_else(|| mlua::Error::runtime("no request is being served (called outside a request phase)"))
+    with_current(|s| s.cloned()).ok_or_else(|| {
+        mlua::Error::runtime("no request is being served (called outside a request phase)")
+    })
 }
 
 fn header_name(name: &mlua::LuaString) -> mlua::Result<HeaderName> {
-    HeaderName::from_bytes(&name.as_bytes()).map_err(|_| mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy())))
+    HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
+        mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
+    })
 }
 
 fn header_value(value: &mlua::LuaString) -> mlua::Result<HeaderValue> {
-    HeaderValue::from_bytes(&value.as_bytes()).map_err(|_| mlua::Error::runtime("invalid header value"))
+    HeaderValue::from_bytes(&value.as_bytes())
+        .map_err(|_| mlua::Error::runtime("invalid header value"))
 }
 
 /// Headers as APISIX shows them: lower-case names, a string for one value, an array for several.
@@ -58,7 +63,12 @@ pub(crate) fn headers_table(lua: &Lua, headers: &HeaderMap) -> mlua::Result<Tabl
 }
 
 /// Sets (`add = false`) or appends one header from a Lua value: string, number, array, or nil to remove.
-fn put_header(headers: &mut HeaderMap, name: HeaderName, value: Value, add: bool) -> mlua::Result<()> {
+fn put_header(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    value: Value,
+    add: bool,
+) -> mlua::Result<()> {
     if !add {
         headers.remove(&name);
     }
@@ -76,18 +86,34 @@ fn put_header(headers: &mut HeaderMap, name: HeaderName, value: Value, add: bool
             headers.append(name, HeaderValue::from(n));
         }
         Value::Number(n) => {
-            let text = if n.fract() == 0.0 { format!("{}", n as i64) } else { n.to_string() };
+            let text = if n.fract() == 0.0 {
+                format!("{}", n as i64)
+            } else {
+                n.to_string()
+            };
             headers.append(name, HeaderValue::from_str(&text).into_lua_err()?);
         }
         Value::Boolean(b) => {
-            headers.append(name, HeaderValue::from_static(if b { "true" } else { "false" }));
+            headers.append(
+                name,
+                HeaderValue::from_static(if b { "true" } else { "false" }),
+            );
         }
-        other => return Err(mlua::Error::runtime(format!("invalid header value of type {}", other.type_name()))),
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "invalid header value of type {}",
+                other.type_name()
+            )));
+        }
     }
     Ok(())
 }
 
-fn set_path_and_query(state: &RequestState, path: Option<&str>, query: Option<Option<&str>>) -> mlua::Result<()> {
+fn set_path_and_query(
+    state: &RequestState,
+    path: Option<&str>,
+    query: Option<Option<&str>>,
+) -> mlua::Result<()> {
     let mut parts = state.parts.borrow_mut();
     let current_path = parts.uri.path().to_owned();
     let current_query = parts.uri.query().map(str::to_owned);
@@ -114,10 +140,12 @@ async fn read_body(state: &RequestState, max: Option<u64>) -> mlua::Result<Resul
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let (Some(limit), Some(len)) = (limit, declared) {
-        if len > limit {
-            return Ok(Err(format!("request size {len} is greater than the maximum size {limit} allowed")));
-        }
+    if let (Some(limit), Some(len)) = (limit, declared)
+        && len > limit
+    {
+        return Ok(Err(format!(
+            "request size {len} is greater than the maximum size {limit} allowed"
+        )));
     }
     let taken = std::mem::replace(&mut *state.body.borrow_mut(), ReqBody::Reading);
     let incoming = match taken {
@@ -138,7 +166,10 @@ async fn read_body(state: &RequestState, max: Option<u64>) -> mlua::Result<Resul
         Err(err) => {
             *state.body.borrow_mut() = ReqBody::Buffered(Bytes::new());
             if err.is::<http_body_util::LengthLimitError>() {
-                Ok(Err(format!("request size is greater than the maximum size {} allowed", limit.unwrap_or(0))))
+                Ok(Err(format!(
+                    "request size is greater than the maximum size {} allowed",
+                    limit.unwrap_or(0)
+                )))
             } else {
                 Ok(Err(format!("failed to read the request body: {err}")))
             }
@@ -147,7 +178,12 @@ async fn read_body(state: &RequestState, max: Option<u64>) -> mlua::Result<Resul
 }
 
 /// Installs the request-bound natives on `native`.
-pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf: serde_json::Value) -> mlua::Result<()> {
+pub(crate) fn register(
+    lua: &Lua,
+    native: &Table,
+    worker: WorkerInfo,
+    local_conf: serde_json::Value,
+) -> mlua::Result<()> {
     native.set(
         "var",
         lua.create_function(|lua, name: mlua::LuaString| {
@@ -193,7 +229,10 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
             Ok(())
         })?,
     )?;
-    native.set("req_uri", lua.create_function(|_, ()| Ok(current()?.path.borrow().clone()))?)?;
+    native.set(
+        "req_uri",
+        lua.create_function(|_, ()| Ok(current()?.path.borrow().clone()))?,
+    )?;
     native.set(
         "req_set_uri",
         lua.create_function(|_, path: String| {
@@ -212,7 +251,10 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
         lua.create_function(|_, ()| {
             let state = current()?;
             let parts = state.parts.borrow();
-            Ok(parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()))
+            Ok(parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()))
         })?,
     )?;
     native.set(
@@ -274,8 +316,13 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
             let state = current()?;
             match read_body(&state, max).await? {
                 Ok(bytes) if bytes.is_empty() => Ok(MultiValue::from_vec(vec![Value::Nil])),
-                Ok(bytes) => Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&bytes)?)])),
-                Err(err) => Ok(MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(&err)?)])),
+                Ok(bytes) => Ok(MultiValue::from_vec(vec![Value::String(
+                    lua.create_string(&bytes)?,
+                )])),
+                Err(err) => Ok(MultiValue::from_vec(vec![
+                    Value::Nil,
+                    Value::String(lua.create_string(&err)?),
+                ])),
             }
         })?,
     )?;
@@ -284,7 +331,9 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
         lua.create_function(|lua, ()| {
             let state = current()?;
             match &*state.body.borrow() {
-                ReqBody::Buffered(bytes) if !bytes.is_empty() => Ok(Value::String(lua.create_string(bytes)?)),
+                ReqBody::Buffered(bytes) if !bytes.is_empty() => {
+                    Ok(Value::String(lua.create_string(bytes)?))
+                }
                 _ => Ok(Value::Nil),
             }
         })?,
@@ -296,20 +345,30 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
             let bytes = Bytes::copy_from_slice(&body.as_bytes());
             let mut parts = state.parts.borrow_mut();
             parts.headers.remove(http::header::TRANSFER_ENCODING);
-            parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             *state.body.borrow_mut() = ReqBody::Buffered(bytes);
             Ok(())
         })?,
     )?;
-    native.set("req_start_time", lua.create_function(|_, ()| Ok(current()?.start_time))?)?;
-    native.set("resp_status", lua.create_function(|_, ()| Ok(current()?.resp.borrow().status))?)?;
+    native.set(
+        "req_start_time",
+        lua.create_function(|_, ()| Ok(current()?.start_time))?,
+    )?;
+    native.set(
+        "resp_status",
+        lua.create_function(|_, ()| Ok(current()?.resp.borrow().status))?,
+    )?;
     native.set(
         "resp_set_status",
         lua.create_function(|_, status: u16| {
             let state = current()?;
             let mut resp = state.resp.borrow_mut();
             if resp.sent {
-                return Err(mlua::Error::runtime("attempt to set ngx.status after sending out response headers"));
+                return Err(mlua::Error::runtime(
+                    "attempt to set ngx.status after sending out response headers",
+                ));
             }
             resp.status = Some(status);
             Ok(())
@@ -324,7 +383,8 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
         lua.create_function(|lua, name: mlua::LuaString| {
             let state = current()?;
             let resp = state.resp.borrow();
-            let values: Vec<&HeaderValue> = resp.headers.get_all(header_name(&name)?).iter().collect();
+            let values: Vec<&HeaderValue> =
+                resp.headers.get_all(header_name(&name)?).iter().collect();
             match values.as_slice() {
                 [] => Ok(Value::Nil),
                 [one] => Ok(Value::String(lua.create_string(one.as_bytes())?)),
@@ -352,11 +412,18 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
             })?,
         )?;
     }
-    native.set("resp_headers_sent", lua.create_function(|_, ()| Ok(current()?.resp.borrow().sent))?)?;
+    native.set(
+        "resp_headers_sent",
+        lua.create_function(|_, ()| Ok(current()?.resp.borrow().sent))?,
+    )?;
     native.set(
         "say",
         lua.create_function(|_, text: mlua::LuaString| {
-            current()?.resp.borrow_mut().out.extend_from_slice(&text.as_bytes());
+            current()?
+                .resp
+                .borrow_mut()
+                .out
+                .extend_from_slice(&text.as_bytes());
             Ok(())
         })?,
     )?;
@@ -373,7 +440,10 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
             Ok(())
         })?,
     )?;
-    native.set("phase", lua.create_function(|_, ()| Ok(current()?.phase.get().name()))?)?;
+    native.set(
+        "phase",
+        lua.create_function(|_, ()| Ok(current()?.phase.get().name()))?,
+    )?;
     native.set(
         "ngx_ctx",
         lua.create_function(|lua, ()| {
@@ -400,36 +470,61 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
     )?;
     native.set(
         "timer_at",
-        lua.create_function(|lua, (delay, callback, args): (f64, mlua::Function, MultiValue)| {
-            let delay = if delay.is_finite() && delay > 0.0 { delay } else { 0.0 };
-            let lua = lua.clone();
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-                let mut call_args = vec![Value::Boolean(false)];
-                call_args.extend(args);
-                if let Err(err) = callback.call_async::<()>(MultiValue::from_vec(call_args)).await {
-                    tracing::error!(target: "plugin", error = %err, "timer callback failed");
-                }
-                drop(lua);
-            });
-            Ok(true)
-        })?,
+        lua.create_function(
+            |lua, (delay, callback, args): (f64, mlua::Function, MultiValue)| {
+                let delay = if delay.is_finite() && delay > 0.0 {
+                    delay
+                } else {
+                    0.0
+                };
+                let lua = lua.clone();
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                    let mut call_args = vec![Value::Boolean(false)];
+                    call_args.extend(args);
+                    if let Err(err) = callback
+                        .call_async::<()>(MultiValue::from_vec(call_args))
+                        .await
+                    {
+                        tracing::error!(target: "plugin", error = %err, "timer callback failed");
+                    }
+                    drop(lua);
+                });
+                Ok(true)
+            },
+        )?,
     )?;
     let WorkerInfo {
         worker_id,
         worker_count,
         instance_id,
     } = worker;
-    native.set("worker_id", lua.create_function(move |_, ()| Ok(worker_id))?)?;
-    native.set("worker_count", lua.create_function(move |_, ()| Ok(worker_count))?)?;
-    native.set("instance_id", lua.create_function(move |_, ()| Ok(instance_id.clone()))?)?;
+    native.set(
+        "worker_id",
+        lua.create_function(move |_, ()| Ok(worker_id))?,
+    )?;
+    native.set(
+        "worker_count",
+        lua.create_function(move |_, ()| Ok(worker_count))?,
+    )?;
+    native.set(
+        "instance_id",
+        lua.create_function(move |_, ()| Ok(instance_id.clone()))?,
+    )?;
     let conf = lua.to_value(&local_conf)?;
-    native.set("local_conf", lua.create_function(move |_, ()| Ok(conf.clone()))?)?;
+    native.set(
+        "local_conf",
+        lua.create_function(move |_, ()| Ok(conf.clone()))?,
+    )?;
     native.set(
         "plugin_metadata",
         lua.create_function(|lua, name: String| {
             let state = current()?;
-            let Some(item) = state.snapshot.state.get(crate::schema::ResourceKind::PluginMetadata, &name) else {
+            let Some(item) = state
+                .snapshot
+                .state
+                .get(crate::schema::ResourceKind::PluginMetadata, &name)
+            else {
                 return Ok(Value::Nil);
             };
             let t = lua.create_table()?;
@@ -443,16 +538,24 @@ pub(crate) fn register(lua: &Lua, native: &Table, worker: WorkerInfo, local_conf
         lua.create_function(|lua, name: String| {
             let state = current()?;
             let generation = state.snapshot.generation;
-            if let Some(cache) = lua.app_data_ref::<ConsumerCache>() {
-                if let Some((g, t)) = cache.0.get(&name) {
-                    if *g == generation {
-                        return Ok(t.clone());
-                    }
-                }
+            if let Some(cache) = lua.app_data_ref::<ConsumerCache>()
+                && let Some((g, t)) = cache.0.get(&name)
+                && *g == generation
+            {
+                return Ok(t.clone());
             }
             let list = lua.create_table()?;
-            for item in state.snapshot.state.list(crate::schema::ResourceKind::Consumer) {
-                if item.value.get("plugins").and_then(|p| p.get(&name)).is_some() {
+            for item in state
+                .snapshot
+                .state
+                .list(crate::schema::ResourceKind::Consumer)
+            {
+                if item
+                    .value
+                    .get("plugins")
+                    .and_then(|p| p.get(&name))
+                    .is_some()
+                {
                     list.raw_push(lua.to_value(&item.value)?)?;
                 }
             }

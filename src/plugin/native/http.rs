@@ -27,18 +27,38 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
         Some(other) => return Ok(Err(format!("unsupported scheme: {other}"))),
     };
     let host: String = req.get("host")?;
-    let port: u16 = req.get::<Option<u16>>("port")?.unwrap_or(if scheme == Scheme::Https { 443 } else { 80 });
-    let method: String = req.get::<Option<String>>("method")?.unwrap_or_else(|| "GET".into());
-    let path: String = req.get::<Option<String>>("path")?.unwrap_or_else(|| "/".into());
+    let port: u16 = req
+        .get::<Option<u16>>("port")?
+        .unwrap_or(if scheme == Scheme::Https { 443 } else { 80 });
+    let method: String = req
+        .get::<Option<String>>("method")?
+        .unwrap_or_else(|| "GET".into());
+    let path: String = req
+        .get::<Option<String>>("path")?
+        .unwrap_or_else(|| "/".into());
     let timeouts: Option<Table> = req.get("timeout_ms")?;
     let (connect, send, read) = match &timeouts {
-        Some(t) => (millis(t, "connect", 60_000), millis(t, "send", 60_000), millis(t, "read", 60_000)),
-        None => (Duration::from_secs(60), Duration::from_secs(60), Duration::from_secs(60)),
+        Some(t) => (
+            millis(t, "connect", 60_000),
+            millis(t, "send", 60_000),
+            millis(t, "read", 60_000),
+        ),
+        None => (
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ),
     };
     let keepalive = if req.get::<Option<bool>>("keepalive")?.unwrap_or(true) {
         Some(KeepalivePool {
-            size: req.get::<Option<usize>>("keepalive_pool")?.unwrap_or(30).max(1),
-            idle_timeout: Duration::from_millis(req.get::<Option<u64>>("keepalive_timeout")?.unwrap_or(60_000)),
+            size: req
+                .get::<Option<usize>>("keepalive_pool")?
+                .unwrap_or(30)
+                .max(1),
+            idle_timeout: Duration::from_millis(
+                req.get::<Option<u64>>("keepalive_timeout")?
+                    .unwrap_or(60_000),
+            ),
             requests: 1000,
         })
     } else {
@@ -46,7 +66,10 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
     };
     let endpoint = Endpoint {
         scheme,
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         port,
         tls_verify: req.get::<Option<bool>>("ssl_verify")?.unwrap_or(true),
     };
@@ -67,10 +90,15 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
         for pair in headers.pairs::<mlua::LuaString, Value>() {
             let (name, value) = pair?;
             let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) else {
-                return Ok(Err(format!("invalid header name {:?}", name.to_string_lossy())));
+                return Ok(Err(format!(
+                    "invalid header name {:?}",
+                    name.to_string_lossy()
+                )));
             };
             let values: Vec<mlua::LuaString> = match value {
-                Value::Table(list) => list.sequence_values::<mlua::LuaString>().collect::<mlua::Result<_>>()?,
+                Value::Table(list) => list
+                    .sequence_values::<mlua::LuaString>()
+                    .collect::<mlua::Result<_>>()?,
                 Value::String(s) => vec![s],
                 Value::Integer(n) => vec![lua.create_string(n.to_string())?],
                 Value::Number(n) => vec![lua.create_string(n.to_string())?],
@@ -96,15 +124,26 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
         Ok(r) => r,
         Err((err, _)) => {
             use crate::error::Classify;
-            return Ok(Err(if err.is_timeout() { "timeout".to_owned() } else { err.to_string() }));
+            return Ok(Err(if err.is_timeout() {
+                "timeout".to_owned()
+            } else {
+                err.to_string()
+            }));
         }
     };
     let (head, body) = response.into_parts();
-    let collected = match http_body_util::Limited::new(body, MAX_RESPONSE_BODY).collect().await {
+    let collected = match http_body_util::Limited::new(body, MAX_RESPONSE_BODY)
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
         Err(err) => {
             let msg = err.to_string();
-            return Ok(Err(if msg.contains("timed out") { "timeout".to_owned() } else { msg }));
+            return Ok(Err(if msg.contains("timed out") {
+                "timeout".to_owned()
+            } else {
+                msg
+            }));
         }
     };
     let res = lua.create_table()?;
@@ -122,7 +161,10 @@ pub(crate) fn register(lua: &Lua, native: &Table) -> mlua::Result<()> {
         lua.create_async_function(|lua, req: Table| async move {
             match request(&lua, req).await? {
                 Ok(res) => Ok(MultiValue::from_vec(vec![Value::Table(res)])),
-                Err(err) => Ok(MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(&err)?)])),
+                Err(err) => Ok(MultiValue::from_vec(vec![
+                    Value::Nil,
+                    Value::String(lua.create_string(&err)?),
+                ])),
             }
         })?,
     )

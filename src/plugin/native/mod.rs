@@ -10,10 +10,10 @@ mod log;
 mod regex;
 mod schema;
 mod shdict;
-mod time;
-mod uri;
 #[cfg(test)]
 mod tests;
+mod time;
+mod uri;
 
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
@@ -22,7 +22,11 @@ pub(crate) use ctx::WorkerInfo;
 use super::registry::PluginSettings;
 
 /// Creates the native table, registers every area on it and makes it `require`-able.
-pub(crate) fn install(lua: &Lua, worker: WorkerInfo, settings: &PluginSettings) -> mlua::Result<Table> {
+pub(crate) fn install(
+    lua: &Lua,
+    worker: WorkerInfo,
+    settings: &PluginSettings,
+) -> mlua::Result<Table> {
     let native = lua.create_table()?;
     json::register(lua, &native)?;
     aws::register(lua, &native)?;
@@ -35,6 +39,10 @@ pub(crate) fn install(lua: &Lua, worker: WorkerInfo, settings: &PluginSettings) 
     log::register(lua, &native)?;
     ctx::register(lua, &native, worker, settings.local_conf.clone())?;
     http::register(lua, &native)?;
+    native.set(
+        "schema_def_json",
+        lua.create_function(|_, ()| Ok(crate::schema::schema_def().to_string()))?,
+    )?;
     let attrs = lua.to_value(&settings.attrs)?;
     native.set(
         "plugin_attr",
@@ -56,7 +64,9 @@ fn install_debug(lua: &Lua) -> mlua::Result<()> {
     debug.set(
         "traceback",
         lua.create_function(|lua, (msg, level): (Value, Option<usize>)| match msg {
-            Value::String(s) => Ok(Value::String(lua.traceback(Some(&s.to_string_lossy()), level.unwrap_or(1))?)),
+            Value::String(s) => Ok(Value::String(
+                lua.traceback(Some(&s.to_string_lossy()), level.unwrap_or(1))?,
+            )),
             Value::Nil => Ok(Value::String(lua.traceback(None, level.unwrap_or(1))?)),
             other => Ok(other),
         })?,
