@@ -605,3 +605,22 @@ return _M
     assert_eq!(resp.text().await.expect("body"), "answered by /fn/a/b a/b");
     let _ = route_to;
 }
+
+#[tokio::test]
+async fn response_phases_still_see_the_request() {
+    let echo_arg = r#"
+local core = require("apisix.core")
+local _M = { version = 0.1, priority = 1, name = "echoarg", schema = { type = "object" } }
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-arg", ctx.var.arg_name or "none")
+    core.response.set_header("x-method", core.request.get_method())
+end
+return _M
+"#;
+    let (gw, up, _dir) = gateway_with(&[("echoarg.lua", echo_arg.into())]).await;
+    gw.put("/routes/1", route_with(&up, json!({"echoarg": {}})))
+        .await;
+    let resp = gw.get("/p?name=moon").await;
+    assert_eq!(resp.headers()["x-arg"], "moon");
+    assert_eq!(resp.headers()["x-method"], "GET");
+}

@@ -178,8 +178,14 @@ end
 
 -- The chain of one route: global-rule plugins first, then the route's own (merged service,
 -- plugin_config and route confs), each group by priority. Returns the chain and its phase set.
-function _M.build_chain(globals, own)
-    local chain = {}
+-- `route` carries the facts every request's ctx shares: id, conf version, service id, object.
+function _M.build_chain(globals, own, route)
+    local chain = {
+        route_id = route.id,
+        conf_version = route.conf_version,
+        service_id = route.service_id,
+        matched_route = { key = "/apisix/routes/" .. route.id, value = json_decode(route.value) },
+    }
     local on_route = {}
     for i = 1, #own do
         local mod = _M.plugins[own[i].name]
@@ -200,17 +206,20 @@ function _M.build_chain(globals, own)
     return chain, phases
 end
 
-function _M.new_ctx(info)
+-- The per-request ctx. Route facts that only change with the config come from the chain.
+function _M.new_ctx(chain, matched_uri, ext, params)
     local ctx = {
         conf_type = "route",
-        conf_id = info.route_id,
-        conf_version = info.conf_version,
-        matched_route = { key = "/apisix/routes/" .. info.route_id, value = info.route },
-        curr_req_matched = { _path = info.matched_uri, [":ext"] = info.ext },
-        service_id = info.service_id,
+        conf_id = chain.route_id,
+        conf_version = chain.conf_version,
+        matched_route = chain.matched_route,
+        curr_req_matched = { _path = matched_uri, [":ext"] = ext },
+        service_id = chain.service_id,
     }
-    for k, v in pairs(info.params) do
-        ctx.curr_req_matched[k] = v
+    if params then
+        for k, v in pairs(params) do
+            ctx.curr_req_matched[k] = v
+        end
     end
     core.ctx.set_vars_meta(ctx)
     return ctx

@@ -55,7 +55,7 @@ pub(crate) struct RequestState {
     pub(crate) path: RefCell<String>,
     pub(crate) body: RefCell<ReqBody>,
     pub(crate) resp: RefCell<RespState>,
-    /// Variables set by plugins (`ctx.var.upstream_uri = ...`) and by the host (`route_id`, ...).
+    /// Variables set by plugins (`ctx.var.upstream_uri = ...`).
     pub(crate) vars: RefCell<HashMap<String, String>>,
     pub(crate) phase: Cell<Phase>,
     /// `ngx.ctx`, created on first use.
@@ -83,21 +83,13 @@ impl RequestState {
         let start_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let mut vars = HashMap::new();
-        vars.insert("route_id".to_owned(), route.id.clone());
-        if let Some(name) = &route.name {
-            vars.insert("route_name".to_owned(), name.clone());
-        }
-        if let Some(service) = &route.service_id {
-            vars.insert("service_id".to_owned(), service.clone());
-        }
         RequestState {
             conn,
             parts: RefCell::new(parts),
             path: RefCell::new(path),
             body: RefCell::new(ReqBody::Stream(body)),
             resp: RefCell::new(RespState::default()),
-            vars: RefCell::new(vars),
+            vars: RefCell::new(HashMap::new()),
             phase: Cell::new(Phase::Rewrite),
             ngx_ctx: RefCell::new(None),
             deadline: Cell::new(None),

@@ -205,7 +205,14 @@ impl Vm {
         };
         let globals = to_list(&snapshot.global_plugins)?;
         let own = to_list(&route.plugins)?;
-        let (table, phases): (Table, Table) = self.build_chain.call((globals, own))?;
+        let info = self.lua.create_table()?;
+        info.raw_set("id", route.id.as_str())?;
+        info.raw_set("conf_version", route.plugins_version)?;
+        if let Some(service) = &route.service_id {
+            info.raw_set("service_id", service.as_str())?;
+        }
+        info.raw_set("value", route.value.to_string())?;
+        let (table, phases): (Table, Table) = self.build_chain.call((globals, own, info))?;
         let mut bits = 0u8;
         for phase in Phase::ALL {
             if phases.get::<bool>(phase.name()).unwrap_or(false) {
@@ -230,26 +237,26 @@ impl Vm {
     pub(crate) fn new_ctx(
         &self,
         state: &Rc<RequestState>,
+        chain: &Chain,
         matched: &Matched,
     ) -> Result<Table, PluginError> {
-        let info = self.lua.create_table()?;
-        info.raw_set("route_id", state.route.id.as_str())?;
-        info.raw_set("conf_version", state.route.plugins_version)?;
-        if let Some(service) = &state.route.service_id {
-            info.raw_set("service_id", service.as_str())?;
-        }
-        info.raw_set("matched_uri", matched.uri.as_str())?;
-        if let Some(ext) = &matched.ext {
-            info.raw_set("ext", ext.as_str())?;
-        }
-        let params = self.lua.create_table()?;
-        for (k, v) in &matched.params {
-            params.raw_set(k.as_str(), v.as_str())?;
-        }
-        info.raw_set("params", params)?;
-        info.raw_set("route", self.lua.to_value(&state.route.value)?)?;
+        let params = if matched.params.is_empty() {
+            None
+        } else {
+            let params = self.lua.create_table()?;
+            for (k, v) in &matched.params {
+                params.raw_set(k.as_str(), v.as_str())?;
+            }
+            Some(params)
+        };
+        let args = (
+            chain.table.clone(),
+            matched.uri.as_str(),
+            matched.ext.as_deref(),
+            params,
+        );
         Ok(super::request::enter(state, || {
-            self.new_ctx.call::<Table>(info)
+            self.new_ctx.call::<Table>(args)
         })?)
     }
 
@@ -260,10 +267,17 @@ impl Vm {
         chain: &Chain,
         ctx: &Table,
     ) -> Result<bool, PluginError> {
-        let result = self
-            .run_phase
-            .call_async::<bool>((phase.name(), chain.table.clone(), ctx.clone()))
-            .await;
+        let args = (phase.name(), chain.table.clone(), ctx.clone());
+        // As in OpenResty, only rewrite, access and before_proxy may yield (ngx.sleep, resty.http);
+        // the other phases run as plain calls, without a coroutine.
+        let result = match phase {
+            Phase::Rewrite | Phase::Access | Phase::BeforeProxy => {
+                self.run_phase.call_async::<bool>(args).await
+            }
+            Phase::HeaderFilter | Phase::BodyFilter | Phase::Log => {
+                self.run_phase.call::<bool>(args)
+            }
+        };
         self.map_result(result)
     }
 

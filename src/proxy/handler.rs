@@ -248,7 +248,7 @@ async fn serve_with_plugins(
         state,
     };
     let mut run = run;
-    match run.vm.new_ctx(&run.state, &matched) {
+    match run.vm.new_ctx(&run.state, &run.chain, &matched) {
         Ok(ctx) => run.ctx = Some(ctx),
         Err(err) => return failed(err, &route),
     }

@@ -42,8 +42,13 @@ impl PluginRun {
     pub(crate) fn take_request(&self) -> (http::request::Parts, ReqBody) {
         let placeholder = http::Request::new(()).into_parts().0;
         let parts = std::mem::replace(&mut *self.state.parts.borrow_mut(), placeholder);
-        // Keep a copy of the head so `log` still sees the request as it was sent.
-        *self.state.parts.borrow_mut() = clone_head(&parts);
+        if [Phase::HeaderFilter, Phase::BodyFilter, Phase::Log]
+            .iter()
+            .any(|p| self.chain.has(*p))
+        {
+            // Keep a copy of the head so the response phases still see the request (`ctx.var`).
+            *self.state.parts.borrow_mut() = clone_head(&parts);
+        }
         let body = std::mem::replace(&mut *self.state.body.borrow_mut(), ReqBody::Reading);
         (parts, body)
     }
@@ -102,6 +107,9 @@ impl PluginRun {
             head.headers = std::mem::take(&mut resp.headers);
         }
         let filter = self.chain.has(Phase::BodyFilter);
+        if !filter && !self.chain.has(Phase::Log) {
+            return Response::from_parts(head, body);
+        }
         if filter {
             // The filters may change the body, so its length is no longer known.
             head.headers.remove(header::CONTENT_LENGTH);

@@ -162,7 +162,8 @@ pub(crate) async fn call(
     mut request: Request<OutBody>,
     options: CallOptions,
 ) -> Result<Response<UpstreamBody>, (CallError, Option<Request<OutBody>>)> {
-    let ep = endpoint.to_string();
+    // Formatted only when an error needs it: this is the hot path.
+    let ep = || endpoint.to_string();
     // Idle connections may have been closed by the peer; hyper hands the request back in that case.
     while let Some(mut idle) = take_idle(endpoint, options.keepalive) {
         match idle.sender.try_send_request(request).await {
@@ -175,7 +176,7 @@ pub(crate) async fn call(
                 None => {
                     return Err((
                         CallError::Request {
-                            endpoint: ep,
+                            endpoint: ep(),
                             source: err.into_error(),
                         },
                         None,
@@ -206,12 +207,12 @@ pub(crate) async fn call(
         )),
         Ok(Err(source)) => Err((
             CallError::Request {
-                endpoint: ep,
+                endpoint: ep(),
                 source,
             },
             None,
         )),
-        Err(_) => Err((CallError::ReadTimeout { endpoint: ep }, None)),
+        Err(_) => Err((CallError::ReadTimeout { endpoint: ep() }, None)),
     }
 }
 
@@ -235,7 +236,7 @@ fn finish(
         inner: body,
         read_timeout: options.read_timeout,
         deadline: Box::pin(tokio::time::sleep(options.read_timeout)),
-        endpoint: endpoint.to_string(),
+        endpoint: endpoint.clone(),
         release: reusable
             .zip(idle)
             .map(|(pool, idle)| (endpoint.clone(), idle, pool)),
@@ -363,7 +364,7 @@ pin_project_lite::pin_project! {
         inner: Incoming,
         read_timeout: Duration,
         deadline: Pin<Box<tokio::time::Sleep>>,
-        endpoint: String,
+        endpoint: Endpoint,
         release: Option<(Endpoint, Idle, KeepalivePool)>,
     }
 }
@@ -408,7 +409,7 @@ impl Body for UpstreamBody {
                 ready!(this.deadline.as_mut().poll(cx));
                 this.release.take();
                 Poll::Ready(Some(Err(Box::new(CallError::ReadTimeout {
-                    endpoint: this.endpoint.clone(),
+                    endpoint: this.endpoint.to_string(),
                 }))))
             }
         }

@@ -192,6 +192,15 @@ pub(crate) fn register(
             if let Some(v) = state.vars.borrow().get(&*name) {
                 return Ok(Value::String(lua.create_string(v)?));
             }
+            let route_var = match &*name {
+                "route_id" => Some(state.route.id.as_str()),
+                "route_name" => state.route.name.as_deref(),
+                "service_id" => state.route.service_id.as_deref(),
+                _ => None,
+            };
+            if let Some(v) = route_var {
+                return Ok(Value::String(lua.create_string(v)?));
+            }
             let parts = state.parts.borrow();
             let path = state.path.borrow();
             let vars = RequestVars::new(&parts, &path, state.conn);
