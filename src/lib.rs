@@ -220,8 +220,11 @@ fn plugin_settings(config: &config::Config, workers: usize) -> plugin::PluginSet
             "plugins": config.plugins.clone(),
             "plugin_attr": config.plugin_attr.clone(),
         }),
-        memory_limit: 256 * 1024 * 1024,
-        phase_time_limit: std::time::Duration::from_secs(5),
+        memory_limit: config
+            .apisix
+            .plugin_memory_limit
+            .map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX)),
+        phase_time_limit: config.apisix.plugin_time_limit,
         workers,
     }
 }

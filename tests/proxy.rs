@@ -394,3 +394,27 @@ async fn large_bodies_stream_both_ways() {
     }
     assert_eq!(total, 1600 * 64 * 1024);
 }
+
+#[tokio::test]
+async fn an_http10_upstream_does_not_downgrade_the_client() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let gw = TestGateway::start().await;
+    gw.put("/routes/1", route_to("/old", &addr.to_string()))
+        .await;
+    let resp = gw.get("/old").await;
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.text().await.expect("body"), "ok");
+}

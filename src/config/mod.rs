@@ -219,6 +219,12 @@ pub(crate) struct ApisixConfig {
     pub(crate) data_dir: PathBuf,
     /// Moongate: the plugin directory (`apisix.plugins.a.b` is `<plugins_dir>/a/b.lua`).
     pub(crate) plugins_dir: PathBuf,
+    /// Moongate: memory one worker's Lua VM may use (`None` is unlimited).
+    #[serde(deserialize_with = "de_size")]
+    pub(crate) plugin_memory_limit: Option<u64>,
+    /// Moongate: how long one plugin phase call may run before it is stopped.
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) plugin_time_limit: Duration,
 }
 
 /// `apisix.ssl`.
@@ -1916,6 +1922,8 @@ mod known_keys {
         "apisix.enable_admin",
         "apisix.data_dir",
         "apisix.plugins_dir",
+        "apisix.plugin_memory_limit",
+        "apisix.plugin_time_limit",
         "apisix.ssl.enable",
         "apisix.ssl.listen[].ip",
         "apisix.ssl.listen[].port",

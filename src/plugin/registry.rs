@@ -19,7 +19,7 @@ pub(crate) struct PluginSettings {
     pub(crate) attrs: serde_json::Map<String, Value>,
     /// The effective `config.yaml`, for `core.config.local_conf()`.
     pub(crate) local_conf: Value,
-    /// Memory one worker VM may use.
+    /// Memory one worker VM may use; 0 is unlimited.
     pub(crate) memory_limit: usize,
     /// How long one phase call may run before it is stopped.
     pub(crate) phase_time_limit: Duration,

@@ -55,7 +55,10 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let raw_path = req.uri().path().to_owned();
-    let (response, route_id, upstream) = serve(dp, req, conn).await;
+    let (mut response, route_id, upstream) = serve(dp, req, conn).await;
+    // The upstream's HTTP version is its own business: the client keeps the version it spoke
+    // (hyper answers HTTP/1.0 clients as such and ignores this on HTTP/2).
+    *response.version_mut() = http::Version::HTTP_11;
     tracing::info!(
         target: "access",
         client = %conn.peer.ip(),

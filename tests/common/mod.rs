@@ -164,6 +164,8 @@ impl TestGatewayBuilder {
         port: 0
   data_dir: "{data}"
   plugins_dir: "{plugins}"
+  plugin_memory_limit: 128m
+  plugin_time_limit: 2s
   router:
     http: {router}
 nginx_config:
