@@ -135,7 +135,19 @@ function _M.check(name, conf_json, schema_type)
     return true
 end
 
-local function entries(list, out, skip)
+local function phases_of(chain)
+    local phases = {}
+    for _, e in ipairs(chain) do
+        for _, phase in ipairs(PHASES) do
+            if type(e.mod[phase]) == "function" then
+                phases[phase] = true
+            end
+        end
+    end
+    return phases
+end
+
+local function entries(list, out, skip, global)
     local group = {}
     for i = 1, #list do
         local item = list[i]
@@ -160,6 +172,7 @@ local function entries(list, out, skip)
                         conf = conf,
                         priority = (meta and meta.priority) or mod.priority,
                         filter = filter,
+                        global = global,
                     }
                 end
             end
@@ -193,17 +206,9 @@ function _M.build_chain(globals, own, route)
             on_route[own[i].name] = true
         end
     end
-    entries(globals, chain, on_route)
-    entries(own, chain, nil)
-    local phases = {}
-    for _, e in ipairs(chain) do
-        for _, phase in ipairs(PHASES) do
-            if type(e.mod[phase]) == "function" then
-                phases[phase] = true
-            end
-        end
-    end
-    return chain, phases
+    entries(globals, chain, on_route, true)
+    entries(own, chain, nil, false)
+    return chain, phases_of(chain)
 end
 
 -- The per-request ctx. Route facts that only change with the config come from the chain.
@@ -223,6 +228,77 @@ function _M.new_ctx(chain, matched_uri, ext, params)
     end
     core.ctx.set_vars_meta(ctx)
     return ctx
+end
+
+-- Consumer chains, per route chain and consumer object (both stay the same tables until the
+-- configuration changes, so weak keys drop stale entries).
+local consumer_chains = setmetatable({}, { __mode = "k" })
+
+-- After rewrite, an authenticated consumer's plugins join the chain (APISIX's precedence:
+-- consumer over route). Returns the merged chain, its phases and the newly added entries (whose
+-- rewrite runs next, as APISIX's rewrite_in_consumer), or nil when nothing changes.
+function _M.merge_consumer(chain, ctx)
+    local consumer = ctx.consumer
+    if type(consumer) ~= "table" or type(consumer.plugins) ~= "table" then
+        return nil
+    end
+    local per_chain = consumer_chains[chain]
+    if not per_chain then
+        per_chain = setmetatable({}, { __mode = "k" })
+        consumer_chains[chain] = per_chain
+    end
+    local cached = per_chain[consumer]
+    if cached then
+        return cached.chain, cached.phases, cached.added
+    end
+    local list = {}
+    for name, conf in pairs(consumer.plugins) do
+        local mod = _M.plugins[name]
+        -- Auth plugins already ran: their consumer conf is credentials, not a plugin to run.
+        if mod and mod.type ~= "auth" then
+            list[#list + 1] = { name = name, conf = core.json.encode(conf) }
+        end
+    end
+    if #list == 0 then
+        return nil
+    end
+    local added = {}
+    entries(list, added, nil)
+    local replaced = {}
+    for _, e in ipairs(added) do
+        replaced[e.name] = true
+    end
+    local merged = {
+        route_id = chain.route_id,
+        conf_version = chain.conf_version,
+        service_id = chain.service_id,
+        matched_route = chain.matched_route,
+    }
+    local own = {}
+    for _, e in ipairs(chain) do
+        if not replaced[e.name] then
+            if e.global then
+                merged[#merged + 1] = e
+            else
+                own[#own + 1] = e
+            end
+        end
+    end
+    for _, e in ipairs(added) do
+        own[#own + 1] = e
+    end
+    sort(own, function(a, b)
+        if a.priority == b.priority then
+            return a.name < b.name
+        end
+        return a.priority > b.priority
+    end)
+    for _, e in ipairs(own) do
+        merged[#merged + 1] = e
+    end
+    cached = { chain = merged, phases = phases_of(merged), added = added }
+    per_chain[consumer] = cached
+    return cached.chain, cached.phases, cached.added
 end
 
 local function on_error(err)

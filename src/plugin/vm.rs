@@ -48,6 +48,7 @@ pub(crate) struct Vm {
     body_filter: Function,
     new_ctx: Function,
     build_chain: Function,
+    merge_consumer: Function,
     check: Function,
     destroy: Function,
     chains: RefCell<HashMap<String, Rc<Chain>>>,
@@ -104,6 +105,7 @@ impl Vm {
             body_filter: get("run_body_filter")?,
             new_ctx: get("new_ctx")?,
             build_chain: get("build_chain")?,
+            merge_consumer: get("merge_consumer")?,
             check: get("check")?,
             destroy: get("destroy")?,
             lua,
@@ -213,12 +215,7 @@ impl Vm {
         }
         info.raw_set("value", route.value.to_string())?;
         let (table, phases): (Table, Table) = self.build_chain.call((globals, own, info))?;
-        let mut bits = 0u8;
-        for phase in Phase::ALL {
-            if phases.get::<bool>(phase.name()).unwrap_or(false) {
-                bits |= phase.bit();
-            }
-        }
+        let bits = phase_bits(&phases);
         let chain = Rc::new(Chain {
             table,
             phases: bits,
@@ -231,6 +228,33 @@ impl Vm {
         }
         chains.insert(route.id.clone(), chain.clone());
         Ok(chain)
+    }
+
+    /// When a plugin authenticated a consumer, the chain with the consumer's plugins merged in and
+    /// the newly added entries (whose `rewrite` runs next); `None` when the consumer adds nothing.
+    pub(crate) fn merge_consumer(
+        &self,
+        chain: &Chain,
+        ctx: &Table,
+    ) -> Result<Option<(Rc<Chain>, Chain)>, PluginError> {
+        let (merged, phases, added): (Option<Table>, Option<Table>, Option<Table>) = self
+            .merge_consumer
+            .call((chain.table.clone(), ctx.clone()))?;
+        let (Some(merged), Some(phases), Some(added)) = (merged, phases, added) else {
+            return Ok(None);
+        };
+        let bits = phase_bits(&phases);
+        let merged = Rc::new(Chain {
+            table: merged,
+            phases: bits,
+            version: chain.version,
+        });
+        let added = Chain {
+            table: added,
+            phases: Phase::Rewrite.bit(),
+            version: chain.version,
+        };
+        Ok(Some((merged, added)))
     }
 
     /// The per-request `ctx` (APISIX's `api_ctx`).
@@ -330,6 +354,14 @@ impl Vm {
             tracing::warn!(error = %lua_message(&err), "plugin destroy failed");
         }
     }
+}
+
+/// The phases a chain has, from the `{phase = true}` table Lua returns.
+fn phase_bits(phases: &Table) -> u8 {
+    Phase::ALL
+        .into_iter()
+        .filter(|p| phases.get::<bool>(p.name()).unwrap_or(false))
+        .fold(0, |bits, p| bits | p.bit())
 }
 
 fn plugin_info(name: &str, info: &Table) -> mlua::Result<PluginInfo> {

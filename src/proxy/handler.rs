@@ -255,12 +255,10 @@ async fn serve_with_plugins(
         Ok(ctx) => run.ctx = Some(ctx),
         Err(err) => return failed(err, &route),
     }
-    for phase in [Phase::Rewrite, Phase::Access] {
-        match run.phase(phase).await {
-            Ok(false) => {}
-            Ok(true) => return (run.exit_response().await, None),
-            Err(err) => return (run.error_response(err).await, None),
-        }
+    match run.rewrite_and_access().await {
+        Ok(false) => {}
+        Ok(true) => return (run.exit_response().await, None),
+        Err(err) => return (run.error_response(err).await, None),
     }
     let Some(upstream) = route.upstream.clone() else {
         let resp = no_upstream(&route);

@@ -25,17 +25,44 @@ pub(crate) struct PluginRun {
 impl PluginRun {
     /// Runs one phase; `Ok(true)` means a plugin ended the request.
     pub(crate) async fn phase(&self, phase: Phase) -> Result<bool, PluginError> {
+        self.phase_of(&self.chain, phase).await
+    }
+
+    async fn phase_of(&self, chain: &Chain, phase: Phase) -> Result<bool, PluginError> {
         self.state.phase.set(phase);
         let Some(ctx) = &self.ctx else {
             return Ok(false);
         };
-        if !self.chain.has(phase) {
+        if !chain.has(phase) {
             return Ok(false);
         }
         self.state.deadline.set(Some(self.vm.deadline()));
-        let result = scoped(&self.state, self.vm.run_phase(phase, &self.chain, ctx)).await;
+        let result = scoped(&self.state, self.vm.run_phase(phase, chain, ctx)).await;
         self.state.deadline.set(None);
         result
+    }
+
+    /// `rewrite`, then the plugins of a consumer that `rewrite` authenticated join the chain (their
+    /// own `rewrite` runs, APISIX's `rewrite_in_consumer`), then `access`. `Ok(true)` means a plugin
+    /// ended the request.
+    pub(crate) async fn rewrite_and_access(&mut self) -> Result<bool, PluginError> {
+        if self.phase(Phase::Rewrite).await? || self.merge_consumer().await? {
+            return Ok(true);
+        }
+        self.phase(Phase::Access).await
+    }
+
+    async fn merge_consumer(&mut self) -> Result<bool, PluginError> {
+        let Some(ctx) = &self.ctx else {
+            return Ok(false);
+        };
+        let merged =
+            crate::plugin::enter(&self.state, || self.vm.merge_consumer(&self.chain, ctx))?;
+        let Some((merged, added)) = merged else {
+            return Ok(false);
+        };
+        self.chain = merged;
+        self.phase_of(&added, Phase::Rewrite).await
     }
 
     /// Takes the (possibly rewritten) request out for forwarding.
