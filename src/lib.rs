@@ -230,6 +230,15 @@ fn plugin_settings(config: &config::Config, workers: usize) -> plugin::PluginSet
 }
 
 fn open_store(config: &config::Config) -> Result<store::Store, StartError> {
+    // Only the embedded store exists so far: refuse a provider we cannot honour rather than serve
+    // from a different source than the one configured.
+    if config.config_provider() != config::ConfigProvider::Embedded {
+        return Err(StartError::Config(format!(
+            "deployment.role {} with config_provider {} is not supported yet; use config_provider: embedded",
+            config.role().as_str(),
+            config.config_provider().as_str()
+        )));
+    }
     let backend = store::embedded::EmbeddedBackend::open(config.data_dir())
         .map_err(|e| StartError::Store(e.to_string()))?;
     let settings = store::SnapshotSettings {

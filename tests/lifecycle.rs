@@ -348,3 +348,25 @@ async fn a_100_mib_body_streams_through_with_flat_memory() {
         "peak RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+#[test]
+fn an_unsupported_config_provider_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n",
+    )
+    .expect("write");
+    let out = moongate()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config_provider yaml is not supported yet"),
+        "{err}"
+    );
+}
