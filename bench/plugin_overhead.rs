@@ -15,6 +15,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+// The same allocator as the `moongate` binary, so the bench measures what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNECTIONS: usize = 16;
 const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;

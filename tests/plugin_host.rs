@@ -624,3 +624,15 @@ return _M
     assert_eq!(resp.headers()["x-arg"], "moon");
     assert_eq!(resp.headers()["x-method"], "GET");
 }
+
+#[tokio::test]
+async fn routes_with_plugins_reuse_upstream_connections() {
+    let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
+    gw.put("/routes/1", route_with(&up, json!({"hello": {}})))
+        .await;
+    for _ in 0..50 {
+        assert_eq!(gw.get("/p").await.status(), 200);
+    }
+    let conns = up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(conns <= 4, "{conns} upstream connections for 50 requests");
+}
