@@ -74,25 +74,11 @@ impl MockFunction {
 
     /// HTTPS with a self-signed certificate for `localhost` / `127.0.0.1`.
     async fn start_tls(expect: Expect) -> MockFunction {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        use tokio_rustls::rustls;
-
-        let (cert, key) = self_signed(&["localhost", "127.0.0.1"]);
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("cert pem");
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("tls versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("server cert");
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        Self::spawn(expect, Some(acceptor)).await
+        Self::spawn(
+            expect,
+            Some(common::tls_acceptor(&["localhost", "127.0.0.1"])),
+        )
+        .await
     }
 
     async fn spawn(expect: Expect, tls: Option<tokio_rustls::TlsAcceptor>) -> MockFunction {

@@ -418,3 +418,26 @@ async fn an_http10_upstream_does_not_downgrade_the_client() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.text().await.expect("body"), "ok");
 }
+
+#[tokio::test]
+async fn https_upstreams_with_and_without_verification() {
+    let up = MockUpstream::start_tls("secure").await;
+    let gw = TestGateway::start().await;
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/insecure", "upstream": {"scheme": "https", "nodes": {up.node(): 1}, "tls": {"verify": false}}}),
+    )
+    .await;
+    gw.put(
+        "/routes/2",
+        json!({"uri": "/verified", "upstream": {"scheme": "https", "nodes": {up.node(): 1}, "tls": {"verify": true}}}),
+    )
+    .await;
+    let got = echo(gw.get("/insecure").await).await;
+    assert_eq!(got["upstream"], "secure");
+    assert_eq!(
+        gw.get("/verified").await.status(),
+        502,
+        "a self-signed certificate fails verification"
+    );
+}

@@ -224,6 +224,15 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Starts the upstream; `name` is echoed back so tests can tell upstreams apart.
     pub async fn start(name: &str) -> MockUpstream {
+        Self::spawn(name, None).await
+    }
+
+    /// The same upstream over HTTPS, with a self-signed certificate for `localhost`/`127.0.0.1`.
+    pub async fn start_tls(name: &str) -> MockUpstream {
+        Self::spawn(name, Some(tls_acceptor(&["localhost", "127.0.0.1"]))).await
+    }
+
+    async fn spawn(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind mock");
@@ -242,14 +251,28 @@ impl MockUpstream {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let name = name.clone();
                 let reqs = reqs.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         reqs.fetch_add(1, Ordering::SeqCst);
                         respond(name.clone(), req)
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -358,6 +381,28 @@ async fn respond(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Mock
 /// A route JSON with an inline roundrobin upstream.
 pub fn route_to(uri: &str, node: &str) -> Value {
     json!({"uri": uri, "upstream": {"type": "roundrobin", "nodes": {node: 1}}})
+}
+
+/// A TLS acceptor (HTTP/1.1 via ALPN) with a self-signed certificate for the given names.
+pub fn tls_acceptor(names: &[&str]) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+
+    let (cert, key) = self_signed(names);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("cert pem");
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server cert");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// A self-signed certificate and key (PEM) for the given names.
