@@ -636,3 +636,52 @@ async fn routes_with_plugins_reuse_upstream_connections() {
     let conns = up.connections.load(std::sync::atomic::Ordering::SeqCst);
     assert!(conns <= 4, "{conns} upstream connections for 50 requests");
 }
+
+#[tokio::test]
+async fn a_reload_with_nothing_changed_keeps_the_running_vms() {
+    // Module state lives as long as the VM: a no-op reload must not reset it.
+    let counter = r#"
+local core = require("apisix.core")
+local count = 0
+local _M = { version = 0.1, priority = 1, name = "counter", schema = { type = "object" } }
+function _M.header_filter(conf, ctx)
+    count = count + 1
+    core.response.set_header("x-count", count)
+end
+return _M
+"#;
+    let dir = tempfile::tempdir().expect("plugin dir");
+    write(dir.path(), "counter.lua", counter);
+    let up = MockUpstream::start("u").await;
+    // One worker, so every request sees the same VM.
+    let gw = TestGateway::builder()
+        .plugins_dir(dir.path())
+        .workers(1)
+        .start()
+        .await;
+    gw.put("/routes/1", route_with(&up, json!({"counter": {}})))
+        .await;
+    let count = |resp: reqwest::Response| {
+        resp.headers()["x-count"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(count(gw.get("/p").await), "1");
+    assert_eq!(count(gw.get("/p").await), "2");
+    let (status, _) = gw.admin("PUT", "/plugins/reload", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(count(gw.get("/p").await), "3");
+    write(
+        dir.path(),
+        "counter.lua",
+        &counter.replace("count + 1", "count + 10"),
+    );
+    let (status, _) = gw.admin("PUT", "/plugins/reload", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        count(gw.get("/p").await),
+        "10",
+        "a changed file starts a fresh VM"
+    );
+}

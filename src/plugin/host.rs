@@ -236,9 +236,28 @@ fn control_loop(
     instance_id: String,
 ) {
     let mut current: Option<Vm> = None;
+    // What the directory held at the last reload: an unchanged directory needs no new generation
+    // (and no VM rebuild on every worker).
+    let mut last_scan: Option<HashMap<String, Source>> = None;
     for job in rx {
         match job {
             Job::Reload { reply } => {
+                let scanned = match registry::scan(&settings.dir) {
+                    Ok(sources) => sources,
+                    Err(err) => {
+                        tracing::error!(dir = %settings.dir.display(), error = %err, "cannot read the plugin directory");
+                        let _ = reply.send(());
+                        continue;
+                    }
+                };
+                // A refused file is retried even when unchanged: what refused it (a stored conf) may have.
+                let clean = shared.load().errors.is_empty();
+                if clean && current.is_some() && last_scan.as_ref() == Some(&scanned) {
+                    tracing::debug!("plugin directory unchanged, nothing to reload");
+                    let _ = reply.send(());
+                    continue;
+                }
+                last_scan = Some(scanned.clone());
                 let previous = shared.load_full();
                 let Some(snapshot) = store.upgrade().map(|s| s.snapshot()) else {
                     let _ = reply.send(());
@@ -249,7 +268,7 @@ fn control_loop(
                     worker_count: settings.workers,
                     instance_id: instance_id.clone(),
                 };
-                match build(&settings, &previous, &snapshot, worker) {
+                match build(&settings, scanned, &previous, &snapshot, worker) {
                     Ok((registry, vm)) => {
                         log_outcome(&previous, &registry);
                         shared.store(Arc::new(registry));
@@ -294,17 +313,12 @@ fn log_outcome(previous: &Registry, next: &Registry) {
 /// rejects a conf that is stored and in use, keeps its previous version (or stays out if it had none).
 fn build(
     settings: &PluginSettings,
+    scanned: HashMap<String, Source>,
     previous: &Registry,
     snapshot: &Snapshot,
     worker: WorkerInfo,
 ) -> Result<(Registry, Vm), PluginError> {
-    let mut sources = match registry::scan(&settings.dir) {
-        Ok(sources) => sources,
-        Err(err) => {
-            tracing::error!(dir = %settings.dir.display(), error = %err, "cannot read the plugin directory");
-            previous.sources.clone()
-        }
-    };
+    let mut sources = scanned;
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let generation = previous.generation + 1;
     let mut rounds = 0;

@@ -37,6 +37,7 @@ pub struct TestGatewayBuilder {
     max_body: String,
     router: String,
     plugins_dir: PathBuf,
+    workers: usize,
 }
 
 impl TestGateway {
@@ -47,6 +48,7 @@ impl TestGateway {
             max_body: "0".into(),
             router: "radixtree_host_uri".into(),
             plugins_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/plugins")),
+            workers: 2,
         }
     }
 
@@ -136,6 +138,12 @@ impl TestGatewayBuilder {
         self
     }
 
+    /// Sets `nginx_config.worker_processes` (default 2).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
     /// Sets `apisix.router.http`.
     pub fn router(mut self, mode: &str) -> Self {
         self.router = mode.to_owned();
@@ -169,7 +177,7 @@ impl TestGatewayBuilder {
   router:
     http: {router}
 nginx_config:
-  worker_processes: 2
+  worker_processes: {workers}
   worker_shutdown_timeout: 5s
   http:
     client_max_body_size: "{max_body}"
@@ -189,6 +197,7 @@ deployment:
             data = data_dir.display(),
             max_body = self.max_body,
             router = self.router,
+            workers = self.workers,
             plugins = self.plugins_dir.display(),
             extra = self.extra_yaml
         );
