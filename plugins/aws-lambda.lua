@@ -11,10 +11,36 @@
 --   before signing: it can neither disable signing nor be forwarded next to the signature;
 -- * `iam.session_token` (temporary credentials) is sent and signed, and `iam.secret_key` is accepted
 --   as a spelling of `iam.secretkey`.
+--
+-- Moongate additions (all optional; without them the behaviour above is unchanged):
+-- * `aws_endpoint` ("http://127.0.0.1:4566"): replaces scheme, host and port of the AWS endpoint
+--   (function_uri in HTTP mode, lambda.REGION.amazonaws.com in Invoke mode); the signing region and
+--   service stay as configured. For LocalStack-style endpoints and tests.
+-- * Lambda Invoke mode (aws-lambda/invoke.lua) when function_uri is
+--   `https://lambda.REGION.amazonaws.com/2015-03-31/functions/NAME/invocations` or
+--   `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`: the request becomes an API Gateway
+--   proxy event (`payload_version` "2.0" default, or "1.0"), sent with a signed Invoke call
+--   (service lambda, region of the ARN/host), and the function's proxy response is unwrapped.
+--   Options: `qualifier`, `invocation_type` (RequestResponse | Event -> 202 | DryRun -> 204),
+--   `log_type` (None | Tail; the log never reaches the client), `unhandled_status` (502), the status
+--   answered for an X-Amz-Function-Error. Malformed output -> 502 {"message":"Internal server
+--   error"}; Lambda service errors -> 502 (429 stays 429), logged with x-amzn-ErrorType and message.
+-- * Credentials (aws-lambda/credentials.lua) when `iam` has no accesskey (neither accesskey nor
+--   secretkey: the schema keeps APISIX's "required" error when only one of them is given):
+--   `iam.credentials_file`/`iam.profile` when set, env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
+--   AWS_SESSION_TOKEN, then AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials (profile from
+--   `iam.profile`, AWS_PROFILE or "default"). `iam.assume_role_arn` (+ `role_session_name`,
+--   `external_id`, `duration_seconds`, `sts_endpoint`, `sts_region`) then assumes a role with STS;
+--   its credentials are cached per conf and worker until 5 minutes before they expire.
 local native = require("moongate.native")
+local credentials = require("apisix.plugins.aws-lambda.credentials")
+local invoke = require("apisix.plugins.aws-lambda.invoke")
 
 local aws_sign = native.aws_sign
 local pairs = pairs
+local type = type
+local setmetatable = setmetatable
+local str_find = string.find
 
 local plugin_name = "aws-lambda"
 local plugin_version = 0.1
@@ -22,7 +48,6 @@ local priority = -1899
 
 local IAM_PREFIX =
     'property "authorization" validation failed: property "iam" validation failed: '
-local IAM_ANY_OF_FAILED = IAM_PREFIX .. "object matches none of the alternatives"
 
 local aws_authz_schema = {
     type = "object",
@@ -58,13 +83,33 @@ local aws_authz_schema = {
                     description = "the service that is receiving the request "
                         .. "(\"lambda\" for Function URLs)",
                 },
+                -- Moongate: credentials when accesskey/secretkey are absent (see credentials.lua).
+                profile = {
+                    description = "Moongate: shared credentials file profile (default: "
+                        .. "AWS_PROFILE, else \"default\")",
+                    type = "string",
+                },
+                credentials_file = {
+                    description = "Moongate: shared credentials file (default: "
+                        .. "AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials); when set, or when "
+                        .. "profile is set, it is read before the environment",
+                    type = "string",
+                },
+                assume_role_arn = {
+                    description = "Moongate: role assumed with STS AssumeRole",
+                    type = "string",
+                },
+                role_session_name = { type = "string", default = "moongate" },
+                external_id = { type = "string" },
+                duration_seconds = { type = "integer", minimum = 900, maximum = 43200 },
+                sts_endpoint = {
+                    description = "Moongate: STS endpoint (default https://sts.amazonaws.com)",
+                    type = "string",
+                },
+                sts_region = { type = "string", default = "us-east-1" },
             },
-            -- APISIX requires {"accesskey", "secretkey"}; either spelling of the secret will do.
-            required = { "accesskey" },
-            anyOf = {
-                { required = { "secretkey" } },
-                { required = { "secret_key" } },
-            },
+            -- APISIX requires {"accesskey", "secretkey"}: check_schema below keeps that error for an
+            -- iam with one of them, and allows neither (credential chain).
         },
     },
 }
@@ -99,15 +144,20 @@ local function request_processor(conf, _, params)
         headers[name] = nil
     end
 
+    local creds, err = credentials.get(conf)
+    if not creds then
+        return (err and str_find(err, "^STS")) and 502 or 500, err
+    end
+
     local signed = aws_sign({
         method = params.method,
         path = params.path,
         query = params.query,
         headers = { { "host", params.host } },
         body = params.body,
-        access_key = iam.accesskey,
-        secret_key = iam.secretkey or iam.secret_key,
-        session_token = iam.session_token ~= "" and iam.session_token or nil,
+        access_key = creds.access_key,
+        secret_key = creds.secret_key,
+        session_token = creds.session_token,
         region = iam.aws_region,
         service = iam.service,
     })
@@ -121,6 +171,35 @@ end
 local _M = require("apisix.plugins.serverless.generic-upstream")(plugin_name, plugin_version,
     priority, request_processor, aws_authz_schema)
 
+-- Moongate additions, all optional (defaults keep the plain HTTP behaviour above).
+local props = _M.schema.properties
+props.aws_endpoint = {
+    description = "Moongate: replaces scheme, host and port of the AWS endpoint "
+        .. "(e.g. http://127.0.0.1:4566); the signing region and service stay as configured",
+    type = "string",
+    pattern = "^https?://",
+}
+props.qualifier = {
+    description = "Moongate (Invoke): function version or alias, sent as ?Qualifier=",
+    type = "string",
+    minLength = 1,
+    maxLength = 128,
+}
+props.invocation_type = {
+    type = "string",
+    enum = { "RequestResponse", "Event", "DryRun" },
+    default = "RequestResponse",
+}
+props.log_type = { type = "string", enum = { "None", "Tail" }, default = "None" }
+props.payload_version = { type = "string", enum = { "1.0", "2.0" }, default = "2.0" }
+props.unhandled_status = {
+    description = "Moongate (Invoke): status answered when the function reports an error",
+    type = "integer",
+    minimum = 100,
+    maximum = 599,
+    default = 502,
+}
+
 _M.schema.encrypt_fields = {
     "authorization.apikey",
     "authorization.iam.accesskey",
@@ -133,11 +212,52 @@ local check_schema = _M.check_schema
 
 function _M.check_schema(conf, schema_type)
     local ok, err = check_schema(conf, schema_type)
-    if not ok and err == IAM_ANY_OF_FAILED then
-        -- Neither spelling of the secret: report it the way APISIX does.
-        return false, IAM_PREFIX .. 'property "secretkey" is required'
+    if not ok then
+        return ok, err
     end
-    return ok, err
+    local iam = type(conf) == "table" and type(conf.authorization) == "table"
+        and conf.authorization.iam
+    if type(iam) == "table" then
+        local has_secret = iam.secretkey ~= nil or iam.secret_key ~= nil
+        if iam.accesskey == nil and has_secret then
+            return false, IAM_PREFIX .. 'property "accesskey" is required'
+        end
+        if iam.accesskey ~= nil and not has_secret then
+            return false, IAM_PREFIX .. 'property "secretkey" is required'
+        end
+    end
+    return true
+end
+
+-- A copy of conf whose function_uri goes to aws_endpoint (plain HTTP mode), one per conf.
+local endpoint_confs = setmetatable({}, { __mode = "k" })
+
+local function with_endpoint(conf)
+    local copy = endpoint_confs[conf]
+    if copy then
+        return copy
+    end
+    copy = {}
+    for k, v in pairs(conf) do
+        copy[k] = v
+    end
+    local tail = conf.function_uri:match("^%a+://[^/%?#]*(.*)$") or ""
+    copy.function_uri = conf.aws_endpoint:gsub("/+$", "") .. tail
+    endpoint_confs[conf] = copy
+    return copy
+end
+
+local http_access = _M.access
+
+function _M.access(conf, ctx)
+    local target = invoke.target(conf)
+    if target then
+        return invoke.access(plugin_name, conf, ctx, target)
+    end
+    if conf.aws_endpoint and conf.aws_endpoint ~= "" then
+        conf = with_endpoint(conf)
+    end
+    return http_access(conf, ctx)
 end
 
 return _M

@@ -247,6 +247,11 @@ return function(plugin_name, version, priority, request_processor, authz_schema,
         local res_body = res.body or ""
         if res.status >= 400 then
             local shown = res_body
+            -- AWS echoes the expected canonical request, which holds the session token: not logged.
+            local echoed = str_find(shown, "The Canonical String", 1, true)
+            if echoed then
+                shown = str_sub(shown, 1, echoed - 1) .. "..."
+            end
             if #shown > MAX_LOGGED_BODY then
                 shown = str_sub(shown, 1, MAX_LOGGED_BODY) .. "..."
             end
