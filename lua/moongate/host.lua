@@ -135,6 +135,14 @@ function _M.check(name, conf_json, schema_type)
     return true
 end
 
+-- Highest priority first; equal priorities by name, so the order is stable across reloads.
+local function by_priority(a, b)
+    if a.priority == b.priority then
+        return a.name < b.name
+    end
+    return a.priority > b.priority
+end
+
 local function phases_of(chain)
     local phases = {}
     for _, e in ipairs(chain) do
@@ -178,12 +186,7 @@ local function entries(list, out, skip, global)
             end
         end
     end
-    sort(group, function(a, b)
-        if a.priority == b.priority then
-            return a.name < b.name
-        end
-        return a.priority > b.priority
-    end)
+    sort(group, by_priority)
     for i = 1, #group do
         out[#out + 1] = group[i]
     end
@@ -287,12 +290,7 @@ function _M.merge_consumer(chain, ctx)
     for _, e in ipairs(added) do
         own[#own + 1] = e
     end
-    sort(own, function(a, b)
-        if a.priority == b.priority then
-            return a.name < b.name
-        end
-        return a.priority > b.priority
-    end)
+    sort(own, by_priority)
     for _, e in ipairs(own) do
         merged[#merged + 1] = e
     end

@@ -131,7 +131,7 @@ async fn resource(
     if !allowed(kind, method) {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("not supported `{method}` method for {}", kind.singular()),
+            format!("not supported `{method}` method for {}", kind.name()),
         );
     }
     match (method.clone(), rest) {
@@ -140,7 +140,7 @@ async fn resource(
         (Method::PUT, []) if kind == ResourceKind::Consumer => put(admin, kind, None, body).await,
         (Method::PUT, []) => error(
             StatusCode::BAD_REQUEST,
-            format!("missing {} id", kind.singular()),
+            format!("missing {} id", kind.name()),
         ),
         (Method::PUT, [id]) => put(admin, kind, Some(id), body).await,
         (Method::POST, []) => post(admin, kind, body).await,
@@ -148,7 +148,7 @@ async fn resource(
         (Method::DELETE, [id]) => delete(admin, kind, id).await,
         (Method::PATCH | Method::DELETE, []) => error(
             StatusCode::BAD_REQUEST,
-            format!("missing {} id", kind.singular()),
+            format!("missing {} id", kind.name()),
         ),
         _ => error(StatusCode::NOT_FOUND, "Key not found"),
     }
@@ -311,17 +311,14 @@ async fn put(admin: &Admin, kind: ResourceKind, id: Option<&str>, body: &[u8]) -
         (Some(path_id), Some(body_id))
             if body_id.as_str().map_or(body_id.to_string(), str::to_owned) != path_id =>
         {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("wrong {} id", kind.singular()),
-            );
+            return error(StatusCode::BAD_REQUEST, format!("wrong {} id", kind.name()));
         }
         (Some(path_id), _) => path_id.to_owned(),
         (None, Some(Value::String(body_id))) => body_id.clone(),
         (None, _) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("missing {} id", kind.singular()),
+                format!("missing {} id", kind.name()),
             );
         }
     };

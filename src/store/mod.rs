@@ -44,7 +44,7 @@ pub(crate) enum StoreError {
 impl ResourceKind {
     /// The name used in APISIX's messages (`upstream`, `plugin config`).
     pub(crate) fn label(self) -> String {
-        self.singular().replace('_', " ")
+        self.name().replace('_', " ")
     }
 }
 

@@ -25,21 +25,6 @@ impl ResourceKind {
         }
     }
 
-    /// The singular name APISIX uses in messages (`route`, `upstream`, `plugin config`).
-    pub(crate) fn singular(self) -> &'static str {
-        match self {
-            ResourceKind::Route => "route",
-            ResourceKind::Service => "service",
-            ResourceKind::Upstream => "upstream",
-            ResourceKind::Consumer => "consumer",
-            ResourceKind::Ssl => "ssl",
-            ResourceKind::PluginConfig => "plugin_config",
-            ResourceKind::GlobalRule => "global_rule",
-            ResourceKind::PluginMetadata => "plugin_metadata",
-            ResourceKind::ConsumerGroup => "consumer_group",
-        }
-    }
-
     /// Looks a kind up by its Admin API path segment.
     pub(crate) fn from_collection(name: &str) -> Option<ResourceKind> {
         ResourceKind::ALL
