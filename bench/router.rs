@@ -27,6 +27,8 @@ impl Vars for NoVars {
 }
 
 /// `n` prefix routes (`/r{i}/*`) and `n` exact routes (`/e{i}`), as a host-less config would have.
+/// Ids are zero-padded to one width for every size, so both routers are probed with paths of the
+/// same length and only the number of routes differs.
 fn build(n: usize) -> Router<usize> {
     let spec = |uri: String| RouteSpec {
         uris: vec![uri],
@@ -35,8 +37,8 @@ fn build(n: usize) -> Router<usize> {
     let routes = (0..n)
         .flat_map(|i| {
             [
-                (spec(format!("/r{i}/*")), i),
-                (spec(format!("/e{i}")), n + i),
+                (spec(format!("/r{i:05}/*")), i),
+                (spec(format!("/e{i:05}")), n + i),
             ]
         })
         .collect();
@@ -46,8 +48,8 @@ fn build(n: usize) -> Router<usize> {
 /// The two lookups measured for a router of `n` routes, both hitting a route in the middle.
 fn paths(n: usize) -> [(&'static str, String); 2] {
     [
-        ("prefix", format!("/r{}/users/42", n / 2)),
-        ("exact", format!("/e{}", n / 2)),
+        ("prefix", format!("/r{:05}/users/42", n / 2)),
+        ("exact", format!("/e{:05}", n / 2)),
     ]
 }
 
