@@ -4,8 +4,9 @@
 //!
 //! - [`config`](crate::config) merges the embedded defaults, `conf/config.yaml` and env overrides.
 //! - `store` holds every resource (routes, upstreams, ...) persisted by a backend (embedded redb by
-//!   default) and publishes them as one immutable snapshot behind an `ArcSwap`: the compiled
-//!   router, parsed upstreams and TLS certificates. Each request loads the snapshot once.
+//!   default, or read from `apisix.yaml`/`apisix.json` and re-read on change in standalone mode) and
+//!   publishes them as one immutable snapshot behind an `ArcSwap`: the compiled router, parsed
+//!   upstreams and TLS certificates. Each request loads the snapshot once.
 //! - `admin` is the APISIX v3 Admin API: it validates writes (`schema`), then hands the store a
 //!   `Change`; an invalid write changes nothing.
 //! - `proxy` runs the data plane: worker threads with a current-thread runtime each, accepting on
@@ -28,6 +29,7 @@ mod store;
 pub mod telemetry;
 mod tls;
 mod upstream;
+mod validate;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,6 +76,8 @@ impl StartError {
 /// A loaded configuration, ready to start.
 pub struct Gateway {
     loaded: config::Loaded,
+    /// Kept for `${{VAR}}` substitution in the standalone file, which is re-read on every change.
+    env: HashMap<String, String>,
 }
 
 impl Gateway {
@@ -85,7 +89,10 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         let loaded =
             config::load(config_path, env).map_err(|e| StartError::Config(e.to_string()))?;
-        Ok(Gateway { loaded })
+        Ok(Gateway {
+            loaded,
+            env: env.clone(),
+        })
     }
 
     /// Warnings found while loading (unknown keys, generated keys).
@@ -100,7 +107,7 @@ impl Gateway {
 
     /// Opens the store and checks every stored resource, without listening. Returns a summary.
     pub fn check(&self) -> Result<String, StartError> {
-        let store = open_store(&self.loaded.config)?;
+        let (store, _) = open_store(&self.loaded, &self.env)?;
         let snapshot = store.snapshot();
         let counts: Vec<String> = schema::ResourceKind::ALL
             .iter()
@@ -120,10 +127,18 @@ impl Gateway {
     /// runs the Admin API listener.
     pub async fn start(self) -> Result<GatewayHandle, StartError> {
         let config = &self.loaded.config;
-        let store = Arc::new(open_store(config)?);
+        let (store, standalone) = open_store(&self.loaded, &self.env)?;
+        let store = Arc::new(store);
         let workers = config.worker_threads();
         let plugins = plugin::PluginHost::start(plugin_settings(config, workers), store.clone())
             .map_err(|e| StartError::Plugins(e.to_string()))?;
+        if let Some(source) = &standalone {
+            // The first read could not check plugin confs (no plugins yet): read again with them before
+            // anything is served, so an item with an unknown plugin never serves.
+            store::yaml::reload(&store, source, plugins.clone())
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?;
+        }
         let admin = Arc::new(admin::Admin {
             store: store.clone(),
             keys: config
@@ -140,6 +155,7 @@ impl Gateway {
             key_required: config.deployment.admin.admin_key_required,
             allow: config.allow_admin().to_vec(),
             plugins: plugins.clone(),
+            read_only: standalone.is_some(),
         });
         let mut listeners = Vec::new();
         for addr in config.node_listen_addrs() {
@@ -190,6 +206,9 @@ impl Gateway {
             proxy::spawn_workers(listeners, dp, acceptor, settings, cancel.clone())
                 .map_err(StartError::Workers)?;
         plugins.watch(cancel.clone());
+        if let Some(source) = standalone {
+            store::yaml::watch(store.clone(), source, plugins.clone(), cancel.clone());
+        }
         let admin_task = admin_listener
             .map(|listener| tokio::spawn(admin::serve(listener, admin, cancel.clone())));
         tracing::info!(
@@ -229,23 +248,56 @@ fn plugin_settings(config: &config::Config, workers: usize) -> plugin::PluginSet
     }
 }
 
-fn open_store(config: &config::Config) -> Result<store::Store, StartError> {
-    // Only the embedded store exists so far: refuse a provider we cannot honour rather than serve
-    // from a different source than the one configured.
-    if config.config_provider() != config::ConfigProvider::Embedded {
-        return Err(StartError::Config(format!(
-            "deployment.role {} with config_provider {} is not supported yet; use config_provider: embedded",
-            config.role().as_str(),
-            config.config_provider().as_str()
-        )));
-    }
-    let backend = store::embedded::EmbeddedBackend::open(config.data_dir())
-        .map_err(|e| StartError::Store(e.to_string()))?;
+/// Opens the configured store. In standalone mode (data plane reading `apisix.yaml`/`apisix.json`) also
+/// returns the file source, which the caller watches.
+fn open_store(
+    loaded: &config::Loaded,
+    env: &HashMap<String, String>,
+) -> Result<(store::Store, Option<store::yaml::Source>), StartError> {
+    use config::{ConfigProvider, Role};
+    let config = &loaded.config;
     let settings = store::SnapshotSettings {
         router_mode: router::RouterMode::from_apisix_name(config.apisix.router.http.as_str())
             .unwrap_or_default(),
     };
-    store::Store::open(Arc::new(backend), settings).map_err(|e| StartError::Store(e.to_string()))
+    let store_err = |e: store::StoreError| StartError::Store(e.to_string());
+    match (config.role(), config.config_provider()) {
+        (_, ConfigProvider::Embedded) => {
+            let backend =
+                store::embedded::EmbeddedBackend::open(config.data_dir()).map_err(store_err)?;
+            let store = store::Store::open(Arc::new(backend), settings).map_err(store_err)?;
+            Ok((store, None))
+        }
+        (Role::DataPlane, provider @ (ConfigProvider::Yaml | ConfigProvider::Json)) => {
+            let (file, format) = match provider {
+                ConfigProvider::Json => ("apisix.json", store::yaml::FileFormat::Json),
+                _ => ("apisix.yaml", store::yaml::FileFormat::Yaml),
+            };
+            // Beside the config file, as `conf/apisix.yaml` sits beside `conf/config.yaml`.
+            let path = match loaded.source.as_deref().and_then(Path::parent) {
+                Some(dir) => dir.join(file),
+                None => Path::new("conf").join(file),
+            };
+            let source = store::yaml::Source {
+                path,
+                format,
+                env: env.clone(),
+            };
+            let state = source
+                .load(None)
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            let backend = store::yaml::FileBackend::new(state);
+            let store = store::Store::open(Arc::new(backend), settings).map_err(store_err)?;
+            Ok((store, Some(source)))
+        }
+        // Refuse a provider we cannot honour rather than serve from a different source than the one
+        // configured.
+        (role, provider) => Err(StartError::Config(format!(
+            "deployment.role {} with config_provider {} is not supported yet; use config_provider: embedded, or role data_plane with yaml or json",
+            role.as_str(),
+            provider.as_str()
+        ))),
+    }
 }
 
 /// A running gateway.

@@ -355,7 +355,7 @@ fn an_unsupported_config_provider_is_refused() {
     let cfg = dir.path().join("config.yaml");
     std::fs::write(
         &cfg,
-        "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n",
+        "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n",
     )
     .expect("write");
     let out = moongate()
@@ -366,7 +366,7 @@ fn an_unsupported_config_provider_is_refused() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("config_provider yaml is not supported yet"),
+        err.contains("config_provider etcd is not supported yet"),
         "{err}"
     );
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
+pub(crate) use crate::validate::{PluginCatalog, SchemaType};
 
 /// The path prefix of every Admin API endpoint.
 pub(crate) const PREFIX: &str = "/apisix/admin";
@@ -50,31 +51,6 @@ impl std::fmt::Debug for AdminKey {
     }
 }
 
-/// The plugins the Admin API can validate confs against.
-pub(crate) trait PluginCatalog: Send + Sync {
-    /// Checks one plugin conf (`schema_type` as APISIX: None, consumer, metadata). Errors read like
-    /// APISIX's: `unknown plugin [x]` or the plugin's own schema error.
-    fn check(&self, name: &str, conf: &Value, schema_type: SchemaType) -> Result<(), String>;
-    /// Enabled plugin names, highest priority first.
-    fn names(&self) -> Vec<String>;
-    /// A plugin's schema with the injected `_meta`, if loaded.
-    fn schema(&self, name: &str, schema_type: SchemaType) -> Option<Value>;
-    /// Why the last load of a plugin failed, if it did (the previous version may still serve).
-    fn load_error(&self, _name: &str) -> Option<String> {
-        None
-    }
-    /// Reloads plugin code; returns once every worker will pick the new registry up.
-    fn reload(&self) {}
-}
-
-/// Which of a plugin's schemas applies (`core.schema.TYPE_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SchemaType {
-    Route,
-    Consumer,
-    Metadata,
-}
-
 /// Settings and state of the Admin API.
 pub(crate) struct Admin {
     pub(crate) store: Arc<Store>,
@@ -82,6 +58,8 @@ pub(crate) struct Admin {
     pub(crate) key_required: bool,
     pub(crate) allow: Vec<IpNet>,
     pub(crate) plugins: Arc<dyn PluginCatalog>,
+    /// Standalone mode: the configuration comes from a file, so every write is refused.
+    pub(crate) read_only: bool,
 }
 
 /// An Admin API response body.
@@ -119,6 +97,12 @@ impl Admin {
             return json_response(
                 StatusCode::UNAUTHORIZED,
                 &json!({"error_msg": "failed to check token", "description": reason}),
+            );
+        }
+        if self.read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the Admin API is read-only in standalone mode",
             );
         }
         let (parts, body) = req.into_parts();
@@ -252,6 +236,64 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoPlugins;
+
+    impl PluginCatalog for NoPlugins {
+        fn check(&self, name: &str, _conf: &Value, _t: SchemaType) -> Result<(), String> {
+            Err(format!("unknown plugin [{name}]"))
+        }
+        fn names(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn schema(&self, _name: &str, _t: SchemaType) -> Option<Value> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_only_admin_refuses_writes_and_serves_reads() -> Result<(), String> {
+        let backend = crate::store::yaml::FileBackend::new(Default::default());
+        let settings = crate::store::SnapshotSettings {
+            router_mode: crate::router::RouterMode::default(),
+        };
+        let store = Store::open(Arc::new(backend), settings).map_err(|e| e.to_string())?;
+        let admin = Admin {
+            store: Arc::new(store),
+            keys: Vec::new(),
+            key_required: false,
+            allow: Vec::new(),
+            plugins: Arc::new(NoPlugins),
+            read_only: true,
+        };
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        for method in ["PUT", "POST", "PATCH", "DELETE"] {
+            let req = Request::builder()
+                .method(method)
+                .uri("/apisix/admin/routes/1")
+                .body(Full::new(Bytes::from_static(br#"{"uri": "/"}"#)))
+                .map_err(|e| e.to_string())?;
+            let resp = admin.handle(req, peer).await;
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{method}");
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body: Value =
+                serde_json::from_slice(&body.to_bytes()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                body["error_msg"], "the Admin API is read-only in standalone mode",
+                "{method}"
+            );
+        }
+        let req = Request::builder()
+            .uri("/apisix/admin/routes")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        assert_eq!(admin.handle(req, peer).await.status(), StatusCode::OK);
+        Ok(())
+    }
 
     #[test]
     fn constant_time_eq_matches_only_equal_keys() {

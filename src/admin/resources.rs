@@ -459,39 +459,8 @@ fn validate(
             map.insert("update_time".into(), json!(now()));
         }
     }
-    if kind != ResourceKind::PluginMetadata {
-        kind.check(value).map_err(|e| bad(e.to_string()))?;
-    }
-    if let Some(vars) = value.get("vars") {
-        crate::router::Expr::compile(vars)
-            .map_err(|e| bad(format!("failed to validate the 'vars' expression: {e}")))?;
-    }
-    match kind {
-        ResourceKind::Ssl => crate::tls::validate_ssl(value).map_err(|e| bad(e.to_string()))?,
-        ResourceKind::PluginMetadata => {
-            let name = id.unwrap_or_default();
-            admin
-                .plugins
-                .check(name, value, SchemaType::Metadata)
-                .map_err(bad)?;
-        }
-        _ => {}
-    }
-    let schema_type = if kind == ResourceKind::Consumer {
-        SchemaType::Consumer
-    } else {
-        SchemaType::Route
-    };
-    if let Some(Value::Object(plugins)) = value.get("plugins") {
-        for (name, conf) in plugins {
-            if !conf.is_object() {
-                return Err(bad(format!(
-                    "invalid plugin conf {conf} for plugin [{name}]"
-                )));
-            }
-            admin.plugins.check(name, conf, schema_type).map_err(bad)?;
-        }
-    }
+    crate::validate::check_object(kind, id.unwrap_or_default(), value, Some(&*admin.plugins))
+        .map_err(bad)?;
     Ok(())
 }
 

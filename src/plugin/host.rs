@@ -16,9 +16,9 @@ use super::PluginError;
 use super::native::WorkerInfo;
 use super::registry::{self, PluginSettings, Registry, Source};
 use super::vm::Vm;
-use crate::admin::{PluginCatalog, SchemaType};
 use crate::schema::ResourceKind;
 use crate::store::{Snapshot, Store};
+use crate::validate::{PluginCatalog, SchemaType};
 
 /// How long file events are merged before a reload (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);

@@ -15,9 +15,9 @@ use super::native::{self, WorkerInfo};
 use super::registry::{PluginInfo, PluginSettings, Source};
 use super::request::{RequestState, current_deadline};
 use super::{Phase, PluginError, lua_message};
-use crate::admin::SchemaType;
 use crate::proxy::Matched;
 use crate::store::{RouteEntry, Snapshot};
+use crate::validate::SchemaType;
 
 /// Instructions between two deadline checks of a running plugin.
 const HOOK_EVERY: u32 = 10_000;

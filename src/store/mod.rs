@@ -8,6 +8,7 @@
 pub(crate) mod embedded;
 pub(crate) mod model;
 mod snapshot;
+pub(crate) mod yaml;
 
 use std::sync::Arc;
 
@@ -117,6 +118,17 @@ impl Store {
             .commit_locked(&mut state, Change::Put { kind, id, value })
             .await?;
         item.ok_or_else(|| StoreError::Backend("put returned no item".into()))
+    }
+
+    /// Publishes a complete new state (a standalone file reload): builds its snapshot with the next
+    /// generation and swaps it in, without a backend write. On error the current snapshot stays.
+    pub(crate) async fn replace(&self, next: ConfigState) -> Result<u64, StoreError> {
+        let mut state = self.writer.lock().await;
+        let generation = self.current.load().generation + 1;
+        let snapshot = Snapshot::build(next.clone(), generation, &self.settings)?;
+        *state = next;
+        self.current.store(Arc::new(snapshot));
+        Ok(generation)
     }
 
     async fn commit_locked(

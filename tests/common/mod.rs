@@ -38,6 +38,7 @@ pub struct TestGatewayBuilder {
     router: String,
     plugins_dir: PathBuf,
     workers: usize,
+    provider: Option<String>,
 }
 
 impl TestGateway {
@@ -49,6 +50,7 @@ impl TestGateway {
             router: "radixtree_host_uri".into(),
             plugins_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/plugins")),
             workers: 2,
+            provider: None,
         }
     }
 
@@ -156,6 +158,14 @@ impl TestGatewayBuilder {
         self
     }
 
+    /// Standalone mode: `deployment.role: data_plane` with this `config_provider` (`yaml` or `json`),
+    /// reading `apisix.yaml`/`apisix.json` beside the config file (write it before `start`). There is
+    /// no Admin listener: `admin` is then an unbound placeholder.
+    pub fn standalone(mut self, provider: &str) -> Self {
+        self.provider = Some(provider.to_owned());
+        self
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
     }
@@ -182,7 +192,7 @@ nginx_config:
   http:
     client_max_body_size: "{max_body}"
 deployment:
-  admin:
+{role}  admin:
     admin_listen:
       ip: 127.0.0.1
       port: 0
@@ -199,7 +209,10 @@ deployment:
             router = self.router,
             workers = self.workers,
             plugins = self.plugins_dir.display(),
-            extra = self.extra_yaml
+            extra = self.extra_yaml,
+            role = self.provider.as_ref().map_or(String::new(), |p| format!(
+                "  role: data_plane\n  role_data_plane:\n    config_provider: {p}\n"
+            )),
         );
         let path = self.config_path();
         std::fs::write(&path, yaml).expect("write config");
@@ -207,7 +220,16 @@ deployment:
         let handle = gateway.start().await.expect("gateway starts");
         let http = handle.http_addrs()[0];
         let tls = handle.tls_addrs().first().copied();
-        let admin = handle.admin_addr().expect("admin listener");
+        let admin = match &self.provider {
+            Some(_) => {
+                assert!(
+                    handle.admin_addr().is_none(),
+                    "no Admin API in standalone mode"
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+            None => handle.admin_addr().expect("admin listener"),
+        };
         TestGateway {
             handle: Some(handle),
             dir: self.dir,
