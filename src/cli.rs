@@ -22,7 +22,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Start the gateway in the foreground (the default).
     Start,
@@ -31,4 +31,11 @@ pub enum Command {
     Check,
     /// Print the version.
     Version,
+    /// Print every stored resource as a standalone file (APISIX's `conf/apisix.yaml` format).
+    Export,
+    /// Write the resources of a standalone file (`apisix.yaml` with `#END`, or `.json`) into the store.
+    Import {
+        /// The file to import.
+        file: PathBuf,
+    },
 }

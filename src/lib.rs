@@ -123,6 +123,68 @@ impl Gateway {
         ))
     }
 
+    /// Writes every stored resource in APISIX's standalone format (`conf/apisix.yaml`, ending in `#END`).
+    pub fn export(&self) -> Result<String, StartError> {
+        let (store, _) = open_store(&self.loaded, &self.env)?;
+        Ok(store::yaml::render(&store.snapshot().state))
+    }
+
+    /// Reads a standalone file (YAML ending in `#END`, or JSON for a `.json` file) and writes its
+    /// objects into the embedded store, checked as Admin writes are (plugin confs included). Invalid
+    /// items are skipped and listed in the returned summary.
+    pub fn import(&self, file: &Path) -> Result<String, StartError> {
+        let config = &self.loaded.config;
+        if config.config_provider() != config::ConfigProvider::Embedded {
+            return Err(StartError::Config(
+                "import writes into the embedded store; use config_provider: embedded".into(),
+            ));
+        }
+        let (store, _) = open_store(&self.loaded, &self.env)?;
+        let store = Arc::new(store);
+        let plugins = plugin::PluginHost::start(plugin_settings(config, 1), store.clone())
+            .map_err(|e| StartError::Plugins(e.to_string()))?;
+        let format = if file.extension().is_some_and(|e| e == "json") {
+            store::yaml::FileFormat::Json
+        } else {
+            store::yaml::FileFormat::Yaml
+        };
+        let source = store::yaml::Source {
+            path: file.to_path_buf(),
+            format,
+            env: self.env.clone(),
+        };
+        let (state, skipped) = source
+            .load_reporting(Some(&*plugins))
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Workers)?;
+        let imported = runtime.block_on(async {
+            let mut imported = 0usize;
+            for kind in store::yaml::Source::order() {
+                for item in state.list(kind) {
+                    let change = store::Change::Put {
+                        kind,
+                        id: item.id().to_owned(),
+                        value: item.value.clone(),
+                    };
+                    store
+                        .write(change)
+                        .await
+                        .map_err(|e| StartError::Store(format!("{}: {e}", item.key)))?;
+                    imported += 1;
+                }
+            }
+            Ok::<_, StartError>(imported)
+        })?;
+        let mut summary = format!("imported {imported} objects from {}", file.display());
+        for item in &skipped {
+            summary.push_str(&format!("\nskipped {}: {}", item.key, item.reason));
+        }
+        Ok(summary)
+    }
+
     /// Binds every listener and starts serving. Must be called inside a tokio runtime, which also
     /// runs the Admin API listener.
     pub async fn start(self) -> Result<GatewayHandle, StartError> {

@@ -33,12 +33,18 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
     tracing::debug!(config = %gateway.summary(), "effective configuration");
-    if command == Command::Check {
-        return match gateway.check() {
-            Ok(summary) => {
+    let output = match &command {
+        Command::Check => Some(gateway.check()),
+        Command::Export => Some(gateway.export()),
+        Command::Import { file } => Some(gateway.import(file)),
+        Command::Start | Command::Version => None,
+    };
+    if let Some(output) = output {
+        return match output {
+            Ok(text) => {
                 #[allow(clippy::print_stdout)]
                 {
-                    println!("{summary}");
+                    println!("{}", text.trim_end());
                 }
                 ExitCode::SUCCESS
             }

@@ -370,3 +370,70 @@ fn an_unsupported_config_provider_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn export_then_import_moves_the_configuration_to_another_gateway() {
+    let up = MockUpstream::start("moved").await;
+    let gw = TestGateway::start().await;
+    gw.put(
+        "/upstreams/u1",
+        serde_json::json!({"type": "roundrobin", "nodes": {up.node(): 1}}),
+    )
+    .await;
+    gw.put(
+        "/routes/1",
+        serde_json::json!({"uri": "/moved", "upstream_id": "u1", "plugins": {"request-id": {}}}),
+    )
+    .await;
+    let old = gw.stop().await;
+
+    let out = moongate()
+        .args(["export", "-c"])
+        .arg(old.path().join("config.yaml"))
+        .output()
+        .expect("export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(exported.trim_end().ends_with("#END"), "{exported}");
+    assert!(exported.contains("\"/moved\""), "{exported}");
+
+    let fresh = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+    let file = fresh.path().join("apisix.yaml");
+    std::fs::write(&file, &exported).expect("write export");
+    let cfg = fresh.path().join("import.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "apisix:\n  data_dir: \"{}\"\n  plugins_dir: \"{}\"\n",
+            fresh.path().join("store").display(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/plugins")
+        ),
+    )
+    .expect("write config");
+    let out = moongate()
+        .args(["import", "-c"])
+        .arg(&cfg)
+        .arg(&file)
+        .output()
+        .expect("import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 2 objects"));
+
+    let gw = TestGateway::builder().dir(fresh).start().await;
+    let resp = gw.get("/moved").await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().contains_key("x-request-id"),
+        "the plugin conf came along"
+    );
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["upstream"], "moved");
+}

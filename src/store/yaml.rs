@@ -253,6 +253,31 @@ fn check_item(
     crate::validate::check_object(kind, id, value, plugins)
 }
 
+/// Writes a state as a standalone file: the resource arrays in dependency order, each object on one
+/// line as a JSON flow mapping (valid YAML), and the `#END` marker.
+pub(crate) fn render(state: &ConfigState) -> String {
+    let mut out =
+        String::from("# Moongate configuration in APISIX's standalone format (conf/apisix.yaml)\n");
+    for kind in ORDER {
+        let items: Vec<String> = state
+            .list(kind)
+            .map(|item| item.value.to_string())
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        out.push_str(kind.collection());
+        out.push_str(":\n");
+        for item in items {
+            out.push_str("  - ");
+            out.push_str(&item);
+            out.push('\n');
+        }
+    }
+    out.push_str("#END\n");
+    out
+}
+
 /// Where the standalone configuration comes from, and what validates its plugin confs.
 #[derive(Clone)]
 pub(crate) struct Source {
@@ -267,12 +292,25 @@ impl Source {
         &self,
         plugins: Option<&dyn PluginCatalog>,
     ) -> Result<ConfigState, StandaloneError> {
+        self.load_reporting(plugins).map(|(state, _)| state)
+    }
+
+    /// Like [`Source::load`], also returning the items that were skipped as invalid.
+    pub(crate) fn load_reporting(
+        &self,
+        plugins: Option<&dyn PluginCatalog>,
+    ) -> Result<(ConfigState, Vec<Skipped>), StandaloneError> {
         let bytes = std::fs::read(&self.path).map_err(|source| StandaloneError::Io {
             path: self.path.clone(),
             source,
         })?;
         let doc = parse(&self.path, &bytes, self.format, &self.env)?;
-        Ok(build_state(&doc, plugins).0)
+        Ok(build_state(&doc, plugins))
+    }
+
+    /// The resource kinds in the order a store must receive them (referenced objects first).
+    pub(crate) fn order() -> [ResourceKind; 9] {
+        ORDER
     }
 
     fn stamp(&self) -> Option<(SystemTime, u64)> {
@@ -370,6 +408,32 @@ pub(crate) fn watch(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn render_round_trips_through_the_parser() {
+        let doc = serde_json::json!({
+            "upstreams": [{"id": "u1", "nodes": {"127.0.0.1:1980": 1}, "type": "roundrobin"}],
+            "routes": [{"id": "1", "uri": "/a", "upstream_id": "u1"}, {"id": "2", "uri": "/b: c", "upstream_id": "u1"}],
+        });
+        let (state, skipped) = build_state(&doc, None);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let text = render(&state);
+        assert!(text.ends_with("#END\n"));
+        let reparsed = parse(
+            Path::new("export.yaml"),
+            text.as_bytes(),
+            FileFormat::Yaml,
+            &HashMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (again, skipped) = build_state(&reparsed, None);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        for kind in ORDER {
+            let a: Vec<&Value> = state.list(kind).map(|i| &i.value).collect();
+            let b: Vec<&Value> = again.list(kind).map(|i| &i.value).collect();
+            assert_eq!(a, b, "{kind:?}");
+        }
+    }
     use super::*;
     use crate::validate::SchemaType;
     use serde_json::json;
