@@ -1,6 +1,8 @@
 //! Test harness: the real gateway in-process on ephemeral loopback ports, plus stand-in upstreams.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod sigv4;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
