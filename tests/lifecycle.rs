@@ -137,44 +137,16 @@ fn bad_command_line_exits_2() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "apisix:\n  node_listen: [\"127.0.0.1:0\"]\n  ssl:\n    enable: false\n  data_dir: \"{}\"\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: 0}}\n",
-            dir.path().join("store").display()
-        ),
-    )
-    .expect("write");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
-        .args(["-c"])
-        .arg(&cfg)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let started = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("moongate started") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    assert!(started, "gateway logged its start");
-    let pid = child.id().expect("pid");
+    let mut gw = spawn_gateway(dir.path()).await;
+    let pid = gw.child.id().expect("pid");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), gw.child.wait())
         .await
         .expect("exits")
         .expect("status");
     assert_eq!(status.code(), Some(0));
-    let _: Option<Value> = None;
 }
 
 /// A gateway binary on loopback ports with its own store, for tests that kill or measure the process.
