@@ -35,16 +35,7 @@ local INTERNAL_ERROR = '{"message":"Internal server error"}'
 local JSON_TYPE = "application/json"
 
 -- Headers never put into the event nor copied from a function's proxy response.
-local HOP_BY_HOP = {
-    ["connection"] = true,
-    ["keep-alive"] = true,
-    ["proxy-connection"] = true,
-    ["proxy-authorization"] = true,
-    ["te"] = true,
-    ["trailer"] = true,
-    ["transfer-encoding"] = true,
-    ["upgrade"] = true,
-}
+local HOP_BY_HOP = require("apisix.plugins.serverless.hop-by-hop")
 
 local function pct(c)
     return str_format("%%%02X", str_byte(c))

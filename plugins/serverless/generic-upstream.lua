@@ -32,17 +32,8 @@ local str_find = string.find
 local str_format = string.format
 local str_byte = string.byte
 
--- RFC 7230 §6.1 connection-specific headers, plus headers the call rebuilds itself.
-local HOP_BY_HOP = {
-    ["connection"] = true,
-    ["keep-alive"] = true,
-    ["proxy-connection"] = true,
-    ["proxy-authorization"] = true,
-    ["te"] = true,
-    ["trailer"] = true,
-    ["transfer-encoding"] = true,
-    ["upgrade"] = true,
-}
+-- RFC 7230 §6.1 connection-specific headers, never forwarded.
+local HOP_BY_HOP = require("apisix.plugins.serverless.hop-by-hop")
 
 -- Request headers not forwarded: hop-by-hop, the ones recomputed for the new request, and Expect
 -- (the body has already been read in full, so a 100-continue handshake has no meaning upstream).
