@@ -58,6 +58,21 @@ fn moongate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_moongate"))
 }
 
+/// Runs `moongate check` on a config and asserts it exits 64 with `expected` in its message.
+fn check_refuses(yaml: &str, expected: &str) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, yaml).expect("write");
+    let out = moongate()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(expected), "{err}");
+}
+
 #[test]
 fn version_and_help() {
     let out = moongate().arg("--version").output().expect("run");
@@ -96,36 +111,18 @@ fn check_validates_config_and_exits() {
 
 #[test]
 fn invalid_config_exits_64_naming_the_key() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(&cfg, "apisix:\n  node_listen:\n    - 70000\n").expect("write");
-    let out = moongate()
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("apisix.node_listen"), "{err}");
+    check_refuses(
+        "apisix:\n  node_listen:\n    - 70000\n",
+        "apisix.node_listen",
+    );
 }
 
 #[test]
 fn default_admin_key_on_a_public_address_refuses_to_start() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(
-        &cfg,
+    check_refuses(
         "deployment:\n  admin:\n    admin_listen:\n      ip: 0.0.0.0\n      port: 9180\n",
-    )
-    .expect("write");
-    let out = moongate()
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("default admin key"), "{err}");
+        "default admin key",
+    );
 }
 
 #[test]
@@ -323,23 +320,9 @@ async fn a_100_mib_body_streams_through_with_flat_memory() {
 
 #[test]
 fn an_unsupported_config_provider_is_refused() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(
-        &cfg,
+    check_refuses(
         "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n",
-    )
-    .expect("write");
-    let out = moongate()
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("config_provider etcd is not supported yet"),
-        "{err}"
+        "config_provider etcd is not supported yet",
     );
 }
 
