@@ -9,6 +9,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v luacheck >/dev/null 2>&1 || need_apt+=(lua-check)
+# The etcd tests start a real etcd server on loopback.
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -107,8 +107,8 @@ impl Gateway {
 
     /// Opens the store and checks every stored resource, without listening. Returns a summary.
     pub fn check(&self) -> Result<String, StartError> {
-        let (store, _) = open_store(&self.loaded, &self.env)?;
-        let snapshot = store.snapshot();
+        let opened = block_on(open_store(&self.loaded, &self.env))?;
+        let snapshot = opened.store.snapshot();
         let counts: Vec<String> = schema::ResourceKind::ALL
             .iter()
             .map(|k| format!("{} {}", snapshot.state.list(*k).count(), k.collection()))
@@ -125,24 +125,45 @@ impl Gateway {
 
     /// Writes every stored resource in APISIX's standalone format (`conf/apisix.yaml`, ending in `#END`).
     pub fn export(&self) -> Result<String, StartError> {
-        let (store, _) = open_store(&self.loaded, &self.env)?;
-        Ok(store::yaml::render(&store.snapshot().state))
+        let opened = block_on(open_store(&self.loaded, &self.env))?;
+        Ok(store::yaml::render(&opened.store.snapshot().state))
     }
 
     /// Reads a standalone file (YAML ending in `#END`, or JSON for a `.json` file) and writes its
-    /// objects into the embedded store, checked as Admin writes are (plugin confs included). Invalid
+    /// objects into the store (embedded or etcd), checked as Admin writes are (plugin confs included). Invalid
     /// items are skipped and listed in the returned summary.
     pub fn import(&self, file: &Path) -> Result<String, StartError> {
         let config = &self.loaded.config;
-        if config.config_provider() != config::ConfigProvider::Embedded {
+        if !matches!(
+            config.config_provider(),
+            config::ConfigProvider::Embedded | config::ConfigProvider::Etcd
+        ) {
             return Err(StartError::Config(
-                "import writes into the embedded store; use config_provider: embedded".into(),
+                "import writes into the embedded store or etcd; use config_provider: embedded or etcd".into(),
             ));
         }
-        let (store, _) = open_store(&self.loaded, &self.env)?;
-        let store = Arc::new(store);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Workers)?;
+        let opened = runtime.block_on(open_store(&self.loaded, &self.env))?;
+        let store = Arc::new(opened.store);
         let plugins = plugin::PluginHost::start(plugin_settings(config, 1), store.clone())
             .map_err(|e| StartError::Plugins(e.to_string()))?;
+        // An etcd write completes when the watch delivers it back.
+        let cancel = CancellationToken::new();
+        let _cancel_on_return = cancel.clone().drop_guard();
+        if let Some(remote) = opened.remote {
+            let revision = store.snapshot().state.revision();
+            let _enter = runtime.enter();
+            store::etcd::sync::spawn(
+                store.clone(),
+                remote,
+                plugins.clone(),
+                revision,
+                cancel.clone(),
+            );
+        }
         let format = if file.extension().is_some_and(|e| e == "json") {
             store::yaml::FileFormat::Json
         } else {
@@ -156,10 +177,6 @@ impl Gateway {
         let (state, skipped) = source
             .load_reporting(Some(&*plugins))
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(StartError::Workers)?;
         let imported = runtime.block_on(async {
             let mut imported = 0usize;
             for kind in store::yaml::Source::order() {
@@ -189,18 +206,37 @@ impl Gateway {
     /// runs the Admin API listener.
     pub async fn start(self) -> Result<GatewayHandle, StartError> {
         let config = &self.loaded.config;
-        let (store, standalone) = open_store(&self.loaded, &self.env)?;
+        let Opened {
+            store,
+            standalone,
+            remote,
+        } = open_store(&self.loaded, &self.env).await?;
         let store = Arc::new(store);
         let workers = config.worker_threads();
         let plugins = plugin::PluginHost::start(plugin_settings(config, workers), store.clone())
             .map_err(|e| StartError::Plugins(e.to_string()))?;
+        // The first read could not check plugin confs (no plugins yet): read again with them before
+        // anything is served, so an item with an unknown plugin never serves.
         if let Some(source) = &standalone {
-            // The first read could not check plugin confs (no plugins yet): read again with them before
-            // anything is served, so an item with an unknown plugin never serves.
             store::yaml::reload(&store, source, plugins.clone())
                 .await
                 .map_err(|e| StartError::Store(e.to_string()))?;
         }
+        let synced_revision = match &remote {
+            Some(remote) => {
+                let state = remote
+                    .load(Some(&*plugins), None)
+                    .await
+                    .map_err(|e| StartError::Store(e.to_string()))?;
+                let revision = state.revision();
+                store
+                    .replace(state)
+                    .await
+                    .map_err(|e| StartError::Store(e.to_string()))?;
+                revision
+            }
+            None => 0,
+        };
         let admin = Arc::new(admin::Admin {
             store: store.clone(),
             keys: config
@@ -217,16 +253,27 @@ impl Gateway {
             key_required: config.deployment.admin.admin_key_required,
             allow: config.allow_admin().to_vec(),
             plugins: plugins.clone(),
-            read_only: standalone.is_some(),
+            read_only: standalone.is_some() || config.role() == config::Role::DataPlane,
         });
+        // A control plane serves the Admin API only, as APISIX's does.
+        let serves_traffic = config.role() != config::Role::ControlPlane;
         let mut listeners = Vec::new();
-        for addr in config.node_listen_addrs() {
+        let http_listen = if serves_traffic {
+            config.node_listen_addrs()
+        } else {
+            Vec::new()
+        };
+        for addr in http_listen {
             listeners.push(
                 proxy::bind(addr, workers, false)
                     .map_err(|source| StartError::Bind { addr, source })?,
             );
         }
-        let tls_addrs = config.ssl_listen_addrs();
+        let tls_addrs = if serves_traffic {
+            config.ssl_listen_addrs()
+        } else {
+            Vec::new()
+        };
         for addr in &tls_addrs {
             let addr = *addr;
             listeners.push(
@@ -271,6 +318,15 @@ impl Gateway {
         if let Some(source) = standalone {
             store::yaml::watch(store.clone(), source, plugins.clone(), cancel.clone());
         }
+        if let Some(remote) = remote {
+            store::etcd::sync::spawn(
+                store.clone(),
+                remote,
+                plugins.clone(),
+                synced_revision,
+                cancel.clone(),
+            );
+        }
         let admin_task = admin_listener
             .map(|listener| tokio::spawn(admin::serve(listener, admin, cancel.clone())));
         tracing::info!(
@@ -310,12 +366,32 @@ fn plugin_settings(config: &config::Config, workers: usize) -> plugin::PluginSet
     }
 }
 
-/// Opens the configured store. In standalone mode (data plane reading `apisix.yaml`/`apisix.json`) also
-/// returns the file source, which the caller watches.
-fn open_store(
+/// The opened store, and what keeps it current.
+struct Opened {
+    store: store::Store,
+    /// Standalone mode: the file to watch.
+    standalone: Option<store::yaml::Source>,
+    /// etcd mode: the prefix to watch.
+    remote: Option<Arc<store::etcd::Remote>>,
+}
+
+/// Runs a future on a fresh current-thread runtime (the one-shot subcommands).
+fn block_on<T>(
+    future: impl std::future::Future<Output = Result<T, StartError>>,
+) -> Result<T, StartError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Workers)?
+        .block_on(future)
+}
+
+/// Opens the configured store: the embedded database, the standalone file (data plane reading
+/// `apisix.yaml`/`apisix.json`), or etcd.
+async fn open_store(
     loaded: &config::Loaded,
     env: &HashMap<String, String>,
-) -> Result<(store::Store, Option<store::yaml::Source>), StartError> {
+) -> Result<Opened, StartError> {
     use config::{ConfigProvider, Role};
     let config = &loaded.config;
     let settings = store::SnapshotSettings {
@@ -323,12 +399,32 @@ fn open_store(
             .unwrap_or_default(),
     };
     let store_err = |e: store::StoreError| StartError::Store(e.to_string());
+    let local = |store| Opened {
+        store,
+        standalone: None,
+        remote: None,
+    };
     match (config.role(), config.config_provider()) {
         (_, ConfigProvider::Embedded) => {
             let backend =
                 store::embedded::EmbeddedBackend::open(config.data_dir()).map_err(store_err)?;
             let store = store::Store::open(Arc::new(backend), settings).map_err(store_err)?;
-            Ok((store, None))
+            Ok(local(store))
+        }
+        (_, ConfigProvider::Etcd) => {
+            let remote = Arc::new(
+                store::etcd::Remote::new(etcd_options(&config.deployment.etcd)?)
+                    .map_err(StartError::Config)?,
+            );
+            let state = first_etcd_read(&remote, config.deployment.etcd.startup_retry).await?;
+            let store =
+                store::Store::with_state(store::Persistence::Etcd(remote.clone()), state, settings)
+                    .map_err(store_err)?;
+            Ok(Opened {
+                store,
+                standalone: None,
+                remote: Some(remote),
+            })
         }
         (Role::DataPlane, provider @ (ConfigProvider::Yaml | ConfigProvider::Json)) => {
             let (file, format) = match provider {
@@ -350,15 +446,85 @@ fn open_store(
                 .map_err(|e| StartError::Store(e.to_string()))?;
             let backend = store::yaml::FileBackend::new(state);
             let store = store::Store::open(Arc::new(backend), settings).map_err(store_err)?;
-            Ok((store, Some(source)))
+            Ok(Opened {
+                standalone: Some(source),
+                ..local(store)
+            })
         }
         // Refuse a provider we cannot honour rather than serve from a different source than the one
         // configured.
         (role, provider) => Err(StartError::Config(format!(
-            "deployment.role {} with config_provider {} is not supported yet; use config_provider: embedded, or role data_plane with yaml or json",
+            "deployment.role {} with config_provider {} is not supported yet; use config_provider: embedded or etcd, or role data_plane with yaml or json",
             role.as_str(),
             provider.as_str()
         ))),
+    }
+}
+
+/// The etcd client settings from `deployment.etcd`.
+fn etcd_options(etcd: &config::EtcdConfig) -> Result<store::etcd::RemoteOptions, StartError> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| StartError::Config(format!("cannot read {}: {e}", path.display())))
+    };
+    let identity = match (&etcd.tls.cert, &etcd.tls.key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        (None, None) => None,
+        _ => {
+            return Err(StartError::Config(
+                "deployment.etcd.tls.cert and deployment.etcd.tls.key must be set together".into(),
+            ));
+        }
+    };
+    let credentials = match (&etcd.user, &etcd.password) {
+        (Some(user), password) if !user.is_empty() => Some((
+            user.clone(),
+            password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default(),
+        )),
+        _ => None,
+    };
+    Ok(store::etcd::RemoteOptions {
+        client: store::etcd::ClientOptions {
+            endpoints: etcd.host.clone(),
+            timeout: etcd.timeout,
+            credentials,
+            tls: store::etcd::TlsOptions {
+                verify: etcd.tls.verify,
+                identity,
+                sni: etcd.tls.sni.clone(),
+            },
+        },
+        prefix: etcd.prefix.clone(),
+        watch_timeout: etcd.watch_timeout,
+    })
+}
+
+/// The first read of etcd at start, tried `startup_retry` times a second apart: an unreachable
+/// etcd stops the start with a clear error instead of serving an empty configuration.
+async fn first_etcd_read(
+    remote: &store::etcd::Remote,
+    startup_retry: u32,
+) -> Result<store::ConfigState, StartError> {
+    let attempts = startup_retry.max(1);
+    let mut attempt = 1;
+    loop {
+        match remote.load(None, None).await {
+            Ok(state) => return Ok(state),
+            Err(err) if attempt >= attempts => {
+                return Err(StartError::Store(format!(
+                    "cannot read the configuration from etcd ({}) after {attempts} attempts: {err}",
+                    remote.endpoints()
+                )));
+            }
+            Err(err) => {
+                tracing::warn!(attempt, error = %err, "cannot read the configuration from etcd; retrying");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 

@@ -69,3 +69,29 @@ pub(crate) fn check_object(
     }
     Ok(())
 }
+
+/// The checks the Admin API runs on a write, on an item read from a standalone file or etcd: the
+/// object's id field is set from its key first (`username` for consumers; none for plugin metadata).
+pub(crate) fn check_item(
+    kind: ResourceKind,
+    id: &str,
+    value: &mut Value,
+    plugins: Option<&dyn PluginCatalog>,
+) -> Result<(), String> {
+    let Value::Object(map) = value else {
+        return Err("invalid configuration: wrong type: expected object".into());
+    };
+    match kind {
+        ResourceKind::PluginMetadata => {
+            map.remove("id");
+        }
+        ResourceKind::Consumer => {
+            map.entry("username")
+                .or_insert_with(|| Value::String(id.to_owned()));
+        }
+        _ => {
+            map.insert("id".into(), Value::String(id.to_owned()));
+        }
+    }
+    check_object(kind, id, value, plugins)
+}

@@ -321,8 +321,8 @@ async fn a_100_mib_body_streams_through_with_flat_memory() {
 #[test]
 fn an_unsupported_config_provider_is_refused() {
     check_refuses(
-        "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n",
-        "config_provider etcd is not supported yet",
+        "deployment:\n  role: traditional\n  role_traditional:\n    config_provider: yaml\n",
+        "config_provider yaml is not supported yet",
     );
 }
 

@@ -352,10 +352,6 @@ pub(crate) enum WorkerProcesses {
 
 /// The `deployment:` section.
 #[derive(Debug, Clone, Deserialize)]
-#[allow(
-    dead_code,
-    reason = "the etcd section is parsed and validated; the etcd backend is not implemented yet"
-)]
 pub(crate) struct DeploymentConfig {
     pub(crate) role: Role,
     pub(crate) role_traditional: RoleSettings,
@@ -481,10 +477,6 @@ pub(crate) struct AdminListen {
 
 /// `deployment.etcd`.
 #[derive(Debug, Clone, Deserialize)]
-#[allow(
-    dead_code,
-    reason = "the etcd section is parsed and validated; the etcd backend is not implemented yet"
-)]
 pub(crate) struct EtcdConfig {
     pub(crate) host: Vec<String>,
     pub(crate) prefix: String,
@@ -502,10 +494,6 @@ pub(crate) struct EtcdConfig {
 
 /// `deployment.etcd.tls`.
 #[derive(Debug, Clone, Deserialize)]
-#[allow(
-    dead_code,
-    reason = "the etcd section is parsed and validated; the etcd backend is not implemented yet"
-)]
 pub(crate) struct EtcdTls {
     pub(crate) verify: bool,
     #[serde(default)]

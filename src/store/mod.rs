@@ -3,9 +3,11 @@
 //!
 //! Writers are serialized; each change is applied to the pure [`ConfigState`], compiled into a new
 //! snapshot (which validates it), persisted, and only then made visible. A failure at any step leaves
-//! the previous snapshot serving and nothing half-applied.
+//! the previous snapshot serving and nothing half-applied. In etcd mode a change is checked the same
+//! way, written to etcd, and made visible when the watch delivers it back, as on every other gateway.
 
 pub(crate) mod embedded;
+pub(crate) mod etcd;
 pub(crate) mod model;
 mod snapshot;
 pub(crate) mod yaml;
@@ -63,24 +65,51 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 }
 
-/// The store: a backend, the current state for writers, and the snapshot readers see.
+/// Where writes go.
+pub(crate) enum Persistence {
+    /// Persisted here, then published at once (the embedded database, the read-only standalone file).
+    Local(Arc<dyn Backend>),
+    /// Written to etcd and published when the watch delivers the change back.
+    Etcd(Arc<etcd::Remote>),
+}
+
+/// A change read from etcd, already checked.
+#[derive(Debug)]
+pub(crate) enum Synced {
+    Put(ResourceKind, Item),
+    Delete(ResourceKind, String),
+}
+
+/// The store: where writes go, the current state for writers, and the snapshot readers see.
 pub(crate) struct Store {
-    backend: Arc<dyn Backend>,
+    persistence: Persistence,
     writer: tokio::sync::Mutex<ConfigState>,
     current: Arc<ArcSwap<Snapshot>>,
     settings: SnapshotSettings,
+    /// The highest revision published, which an etcd write waits for.
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
-    /// Loads every resource and builds the first snapshot.
+    /// Loads every resource from a local backend and builds the first snapshot.
     pub(crate) fn open(
         backend: Arc<dyn Backend>,
         settings: SnapshotSettings,
     ) -> Result<Store, StoreError> {
         let state = backend.load()?;
+        Store::with_state(Persistence::Local(backend), state, settings)
+    }
+
+    /// A store whose first state was already read (from etcd).
+    pub(crate) fn with_state(
+        persistence: Persistence,
+        state: ConfigState,
+        settings: SnapshotSettings,
+    ) -> Result<Store, StoreError> {
         let snapshot = Snapshot::build(state.clone(), 1, &settings)?;
         Ok(Store {
-            backend,
+            persistence,
+            applied: tokio::sync::watch::Sender::new(state.revision()),
             writer: tokio::sync::Mutex::new(state),
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             settings,
@@ -99,8 +128,13 @@ impl Store {
 
     /// Applies one change: validate, persist, then publish. Returns the stored item for a put.
     pub(crate) async fn write(&self, change: Change) -> Result<Option<Arc<Item>>, StoreError> {
-        let mut state = self.writer.lock().await;
-        self.commit_locked(&mut state, change).await
+        match &self.persistence {
+            Persistence::Local(backend) => {
+                let mut state = self.writer.lock().await;
+                self.commit_locked(backend, &mut state, change).await
+            }
+            Persistence::Etcd(remote) => self.write_remote(remote, change).await,
+        }
     }
 
     /// Stores a new object under a generated id (APISIX's 20-digit POST ids).
@@ -109,40 +143,120 @@ impl Store {
         kind: ResourceKind,
         mut value: Value,
     ) -> Result<Arc<Item>, StoreError> {
-        let mut state = self.writer.lock().await;
-        let id = format!("{:020}", state.revision() + 1);
+        let id = match &self.persistence {
+            Persistence::Local(_) => format!("{:020}", self.writer.lock().await.revision() + 1),
+            Persistence::Etcd(remote) => remote.next_id().await.map_err(etcd_error)?,
+        };
         if let Value::Object(map) = &mut value {
             map.insert("id".into(), Value::String(id.clone()));
         }
-        let item = self
-            .commit_locked(&mut state, Change::Put { kind, id, value })
-            .await?;
+        let item = self.write(Change::Put { kind, id, value }).await?;
         item.ok_or_else(|| StoreError::Backend("put returned no item".into()))
     }
 
-    /// Publishes a complete new state (a standalone file reload): builds its snapshot with the next
-    /// generation and swaps it in, without a backend write. On error the current snapshot stays.
+    /// Publishes a complete new state (a standalone file reload, an etcd re-read): builds its
+    /// snapshot with the next generation and swaps it in, without a backend write. On error the
+    /// current snapshot stays.
     pub(crate) async fn replace(&self, next: ConfigState) -> Result<u64, StoreError> {
         let mut state = self.writer.lock().await;
         let generation = self.current.load().generation + 1;
+        let revision = next.revision();
         let snapshot = Snapshot::build(next.clone(), generation, &self.settings)?;
         *state = next;
         self.current.store(Arc::new(snapshot));
+        self.applied.send_modify(|r| *r = (*r).max(revision));
         Ok(generation)
+    }
+
+    /// Publishes changes read from etcd at `revision`. If the batch cannot be compiled as a whole,
+    /// each change is tried alone and the ones that cannot be served are logged and left out.
+    pub(crate) async fn apply_synced(&self, changes: Vec<Synced>, revision: u64) {
+        let mut state = self.writer.lock().await;
+        if !changes.is_empty() {
+            let generation = self.current.load().generation + 1;
+            let next = state.with_synced(&changes, revision);
+            match Snapshot::build(next.clone(), generation, &self.settings) {
+                Ok(snapshot) => {
+                    *state = next;
+                    self.current.store(Arc::new(snapshot));
+                }
+                Err(_) => {
+                    for change in changes {
+                        let next = state.with_synced(std::slice::from_ref(&change), revision);
+                        match Snapshot::build(next.clone(), generation, &self.settings) {
+                            Ok(snapshot) => {
+                                *state = next;
+                                self.current.store(Arc::new(snapshot));
+                            }
+                            Err(err) => tracing::error!(
+                                error = %err,
+                                "a change read from etcd cannot be served; keeping the previous value: {change:?}"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        state.advance(revision);
+        self.applied.send_modify(|r| *r = (*r).max(revision));
+    }
+
+    /// An etcd write: checked against the current state, written to etcd, then awaited until the
+    /// watch has published it (bounded by the etcd timeout), so a read after a 2xx sees it.
+    async fn write_remote(
+        &self,
+        remote: &etcd::Remote,
+        change: Change,
+    ) -> Result<Option<Arc<Item>>, StoreError> {
+        let (kind, id) = change.target();
+        let (checked, created_index) = {
+            let state = self.writer.lock().await;
+            let created_index = state.get(kind, &id).map(|i| i.created_index);
+            (state.apply(change)?.1, created_index)
+        };
+        let revision = match &checked {
+            Some(item) => remote.put(kind, &id, &item.value).await,
+            None => remote.delete(kind, &id).await,
+        }
+        .map_err(etcd_error)?;
+        let mut applied = self.applied.subscribe();
+        let published =
+            tokio::time::timeout(remote.timeout(), applied.wait_for(|r| *r >= revision))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if !published {
+            tracing::warn!(
+                revision,
+                "the write reached etcd but the watch has not delivered it yet"
+            );
+        }
+        Ok(checked.map(|item| {
+            self.snapshot()
+                .state
+                .get(kind, &id)
+                .filter(|current| current.modified_index >= revision)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(Item {
+                        created_index: created_index.unwrap_or(revision),
+                        modified_index: revision,
+                        ..Item::clone(&item)
+                    })
+                })
+        }))
     }
 
     async fn commit_locked(
         &self,
+        backend: &Arc<dyn Backend>,
         state: &mut ConfigState,
         change: Change,
     ) -> Result<Option<Arc<Item>>, StoreError> {
-        let (kind, id) = match &change {
-            Change::Put { kind, id, .. } | Change::Delete { kind, id } => (*kind, id.clone()),
-        };
+        let (kind, id) = change.target();
         let (next, item) = state.apply(change)?;
         let generation = self.current.load().generation + 1;
         let snapshot = Snapshot::build(next.clone(), generation, &self.settings)?;
-        let backend = self.backend.clone();
+        let backend = backend.clone();
         let persisted = item.clone();
         let revision = next.revision();
         tokio::task::spawn_blocking(move || {
@@ -154,4 +268,8 @@ impl Store {
         self.current.store(Arc::new(snapshot));
         Ok(item)
     }
+}
+
+fn etcd_error(err: etcd::EtcdError) -> StoreError {
+    StoreError::Backend(err.to_string())
 }

@@ -71,6 +71,15 @@ pub(crate) enum Change {
     Delete { kind: ResourceKind, id: String },
 }
 
+impl Change {
+    /// The object the change is about.
+    pub(crate) fn target(&self) -> (ResourceKind, String) {
+        match self {
+            Change::Put { kind, id, .. } | Change::Delete { kind, id } => (*kind, id.clone()),
+        }
+    }
+}
+
 /// Every stored object plus the revision counter; pure data, cheap to clone (objects are shared).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConfigState {
@@ -97,6 +106,34 @@ impl ConfigState {
                 .insert(item.id().to_owned(), Arc::new(item));
         }
         state
+    }
+
+    /// Applies changes read from etcd as they are (etcd is the authority: no reference checks) and
+    /// moves the revision up to `revision`.
+    pub(crate) fn with_synced(&self, changes: &[super::Synced], revision: u64) -> ConfigState {
+        let mut next = self.clone();
+        for change in changes {
+            match change {
+                super::Synced::Put(kind, item) => {
+                    next.items
+                        .entry(*kind)
+                        .or_default()
+                        .insert(item.id().to_owned(), Arc::new(item.clone()));
+                }
+                super::Synced::Delete(kind, id) => {
+                    if let Some(map) = next.items.get_mut(kind) {
+                        map.remove(id);
+                    }
+                }
+            }
+        }
+        next.advance(revision);
+        next
+    }
+
+    /// Moves the revision up to `revision` (a change to a key that is not served still counts).
+    pub(crate) fn advance(&mut self, revision: u64) {
+        self.revision = self.revision.max(revision);
     }
 
     /// The highest revision handed out so far.

@@ -199,15 +199,16 @@ pub(crate) fn build_state(
         }
         for (id, mut value) in items {
             let key = super::model::item_key(kind, &id);
-            let result = check_item(kind, &id, &mut value, plugins).and_then(|()| {
-                state
-                    .apply(Change::Put {
-                        kind,
-                        id: id.clone(),
-                        value,
-                    })
-                    .map_err(|e| e.to_string())
-            });
+            let result =
+                crate::validate::check_item(kind, &id, &mut value, plugins).and_then(|()| {
+                    state
+                        .apply(Change::Put {
+                            kind,
+                            id: id.clone(),
+                            value,
+                        })
+                        .map_err(|e| e.to_string())
+                });
             match result {
                 Ok((next, _)) => state = next,
                 Err(reason) => {
@@ -226,31 +227,6 @@ fn item_id(kind: ResourceKind, value: &Value) -> Option<String> {
             .then(|| value.get("username").and_then(id_of))
             .flatten()
     })
-}
-
-/// The checks the Admin API runs on a write, on an item read from the file.
-fn check_item(
-    kind: ResourceKind,
-    id: &str,
-    value: &mut Value,
-    plugins: Option<&dyn PluginCatalog>,
-) -> Result<(), String> {
-    let Value::Object(map) = value else {
-        return Err("invalid configuration: wrong type: expected object".into());
-    };
-    match kind {
-        ResourceKind::PluginMetadata => {
-            map.remove("id");
-        }
-        ResourceKind::Consumer => {
-            map.entry("username")
-                .or_insert_with(|| Value::String(id.to_owned()));
-        }
-        _ => {
-            map.insert("id".into(), Value::String(id.to_owned()));
-        }
-    }
-    crate::validate::check_object(kind, id, value, plugins)
 }
 
 /// Writes a state as a standalone file: the resource arrays in dependency order, each object on one

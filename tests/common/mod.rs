@@ -1,6 +1,7 @@
 //! Test harness: the real gateway in-process on ephemeral loopback ports, plus stand-in upstreams.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod etcd;
 pub mod sigv4;
 
 use std::collections::HashMap;
@@ -40,7 +41,11 @@ pub struct TestGatewayBuilder {
     router: String,
     plugins_dir: PathBuf,
     workers: usize,
-    provider: Option<String>,
+    /// The `deployment:` keys that choose the role and the config provider (empty: traditional +
+    /// embedded).
+    role_yaml: String,
+    /// Whether the role serves the Admin API.
+    admin: bool,
 }
 
 impl TestGateway {
@@ -52,7 +57,8 @@ impl TestGateway {
             router: "radixtree_host_uri".into(),
             plugins_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/plugins")),
             workers: 2,
-            provider: None,
+            role_yaml: String::new(),
+            admin: true,
         }
     }
 
@@ -164,7 +170,20 @@ impl TestGatewayBuilder {
     /// reading `apisix.yaml`/`apisix.json` beside the config file (write it before `start`). There is
     /// no Admin listener: `admin` is then an unbound placeholder.
     pub fn standalone(mut self, provider: &str) -> Self {
-        self.provider = Some(provider.to_owned());
+        self.role_yaml =
+            format!("  role: data_plane\n  role_data_plane:\n    config_provider: {provider}\n");
+        self.admin = false;
+        self
+    }
+
+    /// etcd mode with `deployment.role` `traditional`, `data_plane` (no Admin listener) or
+    /// `control_plane` (no data-plane listener: `http` is then an unbound placeholder), on `prefix`.
+    /// `etcd_yaml` adds keys under `deployment.etcd` (indented by four spaces).
+    pub fn etcd(mut self, endpoint: &str, prefix: &str, role: &str, etcd_yaml: &str) -> Self {
+        self.role_yaml = format!(
+            "  role: {role}\n  role_{role}:\n    config_provider: etcd\n  etcd:\n    host:\n      - \"{endpoint}\"\n    prefix: \"{prefix}\"\n    timeout: 5\n    startup_retry: 1\n{etcd_yaml}"
+        );
+        self.admin = role != "data_plane";
         self
     }
 
@@ -212,25 +231,20 @@ deployment:
             workers = self.workers,
             plugins = self.plugins_dir.display(),
             extra = self.extra_yaml,
-            role = self.provider.as_ref().map_or(String::new(), |p| format!(
-                "  role: data_plane\n  role_data_plane:\n    config_provider: {p}\n"
-            )),
+            role = self.role_yaml,
         );
         let path = self.config_path();
         std::fs::write(&path, yaml).expect("write config");
         let gateway = Gateway::load(Some(&path), &HashMap::new()).expect("config loads");
         let handle = gateway.start().await.expect("gateway starts");
-        let http = handle.http_addrs()[0];
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let http = handle.http_addrs().first().copied().unwrap_or(unbound);
         let tls = handle.tls_addrs().first().copied();
-        let admin = match &self.provider {
-            Some(_) => {
-                assert!(
-                    handle.admin_addr().is_none(),
-                    "no Admin API in standalone mode"
-                );
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            }
-            None => handle.admin_addr().expect("admin listener"),
+        let admin = if self.admin {
+            handle.admin_addr().expect("admin listener")
+        } else {
+            assert!(handle.admin_addr().is_none(), "no Admin API in this role");
+            unbound
         };
         TestGateway {
             handle: Some(handle),
