@@ -503,3 +503,33 @@ async fn import_writes_a_standalone_file_into_etcd_and_export_reads_it_back() {
         "{exported}"
     );
 }
+
+#[tokio::test]
+async fn tls_with_a_client_certificate_reaches_etcd() {
+    let etcd = EtcdServer::start_tls().await;
+    let up = MockUpstream::start("up").await;
+    let gw = TestGateway::builder()
+        .etcd(
+            &etcd.endpoint(),
+            "/apisix",
+            "traditional",
+            &format!(
+                "    tls:\n      verify: false\n      cert: \"{}\"\n      key: \"{}\"\n",
+                etcd.client_cert().display(),
+                etcd.client_key().display()
+            ),
+        )
+        .start()
+        .await;
+    gw.put("/routes/1", route_to("/tls", &up.node())).await;
+    assert_eq!(status(&gw, "/tls").await, 200);
+    assert!(etcd.get("/apisix/routes/1").await.is_some());
+
+    // Without the client certificate etcd refuses the connection and the gateway says so.
+    let err = start_failure(
+        &etcd.endpoint(),
+        "startup_retry: 1\n    tls: {verify: false}",
+    )
+    .await;
+    assert!(err.contains(&etcd.endpoint()), "{err}");
+}

@@ -20,6 +20,8 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     http: reqwest::Client,
+    /// Serves clients over TLS and requires a client certificate.
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -32,25 +34,70 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// Starts etcd and waits until it answers.
     pub async fn start() -> EtcdServer {
+        Self::start_with(false).await
+    }
+
+    /// Starts etcd serving clients over TLS (a self-signed certificate for 127.0.0.1) and requiring
+    /// a client certificate: [`EtcdServer::client_cert`] and [`EtcdServer::client_key`] are accepted.
+    pub async fn start_tls() -> EtcdServer {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> EtcdServer {
+        let dir = tempfile::tempdir().expect("etcd dir");
+        let mut http = reqwest::Client::builder().no_proxy();
+        if tls {
+            let [ca, cert, key, client_cert, client_key] = test_pki();
+            for (name, pem) in [
+                ("server.pem", &cert),
+                ("server-key.pem", &key),
+                ("client-ca.pem", &ca),
+                ("client.pem", &client_cert),
+                ("client-key.pem", &client_key),
+            ] {
+                std::fs::write(dir.path().join(name), pem).expect("write PEM");
+            }
+            let identity =
+                reqwest::Identity::from_pkcs8_pem(client_cert.as_bytes(), client_key.as_bytes())
+                    .expect("client identity");
+            http = http.identity(identity).danger_accept_invalid_certs(true);
+        }
         let mut server = EtcdServer {
             child: None,
-            dir: tempfile::tempdir().expect("etcd dir"),
+            dir,
             client_port: free_port(),
             peer_port: free_port(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client"),
+            http: http.build().expect("client"),
+            tls,
         };
         server.spawn().await;
         server
     }
 
+    /// The client certificate a TLS etcd accepts.
+    pub fn client_cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The key of [`EtcdServer::client_cert`].
+    pub fn client_key(&self) -> std::path::PathBuf {
+        self.dir.path().join("client-key.pem")
+    }
+
     async fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if self.tls {
+            let path = |name: &str| self.dir.path().join(name).display().to_string();
+            command
+                .arg(format!("--cert-file={}", path("server.pem")))
+                .arg(format!("--key-file={}", path("server-key.pem")))
+                .arg("--client-cert-auth")
+                .arg(format!("--trusted-ca-file={}", path("client-ca.pem")));
+        }
+        let child = command
             .arg("--name=moongate-test")
             .arg(format!(
                 "--data-dir={}",
@@ -86,7 +133,8 @@ impl EtcdServer {
 
     /// The client URL, as written in `deployment.etcd.host`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn client_addr(&self) -> SocketAddr {
@@ -217,6 +265,40 @@ impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A CA and two certificates it signed, PEM: `[ca, server, server key, client, client key]`. The
+/// server certificate also serves as a client one: etcd's JSON gateway dials etcd's own gRPC port
+/// with it, and `--client-cert-auth` checks that connection too.
+fn test_pki() -> [String; 5] {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "moongate test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let sign = |names: Vec<String>, cn: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server, server_key) = sign(vec!["127.0.0.1".into(), "localhost".into()], "etcd");
+    let (client, client_key) = sign(vec!["moongate-client".into()], "moongate-client");
+    [ca.pem(), server, server_key, client, client_key]
 }
 
 fn int(value: &Value) -> u64 {
