@@ -39,6 +39,52 @@ async fn eventually(gw: &TestGateway, path: &str, want: u16) -> Duration {
     }
 }
 
+/// One client sending requests back to back to a path that must always answer 200.
+struct SteadyLoad {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SteadyLoad {
+    fn start(gw: Arc<TestGateway>, path: &'static str) -> SteadyLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = {
+            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let ok = gw
+                        .client
+                        .get(gw.url(path))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        SteadyLoad {
+            stop,
+            sent,
+            failed,
+            task,
+        }
+    }
+
+    async fn stop_and_assert_no_failure(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("load task");
+        let sent = self.sent.load(Ordering::SeqCst);
+        assert!(sent > 50, "only {sent} requests sent");
+        assert_eq!(self.failed.load(Ordering::SeqCst), 0, "of {sent} requests");
+    }
+}
+
 async fn body(gw: &TestGateway, path: &str) -> Value {
     gw.get(path).await.json().await.expect("JSON body")
 }
@@ -204,25 +250,7 @@ async fn etcd_restart_while_serving_fails_no_request() {
     let gw = Arc::new(gateway(&etcd.endpoint(), "traditional").await);
     gw.put("/routes/1", route_to("/steady", &up.node())).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (gw, stop, sent, failed) = (gw.clone(), stop.clone(), sent.clone(), failed.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let ok = gw
-                    .client
-                    .get(gw.url("/steady"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
-                sent.fetch_add(1, Ordering::SeqCst);
-                if !ok {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        })
-    };
+    let load = SteadyLoad::start(gw.clone(), "/steady");
     tokio::time::sleep(Duration::from_millis(300)).await;
     etcd.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -258,11 +286,7 @@ async fn etcd_restart_while_serving_fails_no_request() {
     )
     .await;
     eventually(&gw, "/direct", 200).await;
-    stop.store(true, Ordering::SeqCst);
-    load.await.expect("load task");
-    let sent = sent.load(Ordering::SeqCst);
-    assert!(sent > 50, "only {sent} requests sent");
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "of {sent} requests");
+    load.stop_and_assert_no_failure().await;
 }
 
 #[tokio::test]
@@ -270,16 +294,25 @@ async fn compaction_while_cut_off_leads_to_a_full_reread() {
     let etcd = EtcdServer::start().await;
     let up = MockUpstream::start("up").await;
     let relay = Relay::start(etcd.client_addr()).await;
-    let gw = TestGateway::builder()
-        .etcd(&relay.endpoint(), "/apisix", "data_plane", "")
-        .start()
-        .await;
+    let gw = Arc::new(
+        TestGateway::builder()
+            .etcd(&relay.endpoint(), "/apisix", "data_plane", "")
+            .start()
+            .await,
+    );
     etcd.put(
         "/apisix/routes/old",
         &route_to("/old", &up.node()).to_string(),
     )
     .await;
+    etcd.put(
+        "/apisix/routes/steady",
+        &route_to("/steady", &up.node()).to_string(),
+    )
+    .await;
     eventually(&gw, "/old", 200).await;
+    eventually(&gw, "/steady", 200).await;
+    let load = SteadyLoad::start(gw.clone(), "/steady");
 
     relay.cut();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -308,6 +341,8 @@ async fn compaction_while_cut_off_leads_to_a_full_reread() {
     )
     .await;
     eventually(&gw, "/after", 200).await;
+    // The re-read swapped the configuration in without failing a request.
+    load.stop_and_assert_no_failure().await;
 }
 
 #[tokio::test]
