@@ -135,3 +135,75 @@ async fn consumer_plugins_run_their_own_phases() {
         "the consumer's limit-count applies"
     );
 }
+
+#[tokio::test]
+async fn consumer_group_plugins_apply_below_the_consumer_and_above_the_route() {
+    let up = MockUpstream::start("u").await;
+    let gw = TestGateway::start().await;
+    gw.put(
+        "/consumer_groups/gold",
+        json!({"plugins": {
+            "response-rewrite": {"headers": {"set": {"x-who": "group"}}},
+            "limit-count": {"count": 1, "time_window": 60, "rejected_code": 429}
+        }}),
+    )
+    .await;
+    // In the group, no plugin of its own: the group's apply.
+    gw.put(
+        "/consumers",
+        json!({"username": "member", "group_id": "gold", "plugins": {"key-auth": {"key": "member-key"}}}),
+    )
+    .await;
+    // In the group with its own conf of the same plugin: the consumer's wins.
+    gw.put(
+        "/consumers",
+        json!({"username": "vip", "group_id": "gold", "plugins": {
+            "key-auth": {"key": "vip-key"},
+            "response-rewrite": {"headers": {"set": {"x-who": "vip"}}}
+        }}),
+    )
+    .await;
+    gw.put(
+        "/consumers",
+        json!({"username": "loner", "plugins": {"key-auth": {"key": "loner-key"}}}),
+    )
+    .await;
+    gw.put(
+        "/routes/1",
+        json!({
+            "uri": "/who",
+            "plugins": {
+                "key-auth": {},
+                "response-rewrite": {"headers": {"set": {"x-who": "route"}}}
+            },
+            "upstream": {"nodes": {up.node(): 1}}
+        }),
+    )
+    .await;
+    let send = |key: &'static str| {
+        let req = gw.client.get(gw.url("/who")).header("apikey", key);
+        async move {
+            let resp = req.send().await.expect("send");
+            let who = resp
+                .headers()
+                .get("x-who")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (resp.status().as_u16(), who)
+        }
+    };
+    assert_eq!(send("member-key").await, (200, "group".to_owned()));
+    assert_eq!(send("vip-key").await, (200, "vip".to_owned()));
+    assert_eq!(send("loner-key").await, (200, "route".to_owned()));
+    // The group's limit-count applies to its member: the second request is refused.
+    assert_eq!(send("member-key").await.0, 429);
+
+    // A change to the group applies to its members without touching them.
+    gw.put(
+        "/consumer_groups/gold",
+        json!({"plugins": {"response-rewrite": {"headers": {"set": {"x-who": "group-v2"}}}}}),
+    )
+    .await;
+    assert_eq!(send("member-key").await, (200, "group-v2".to_owned()));
+}

@@ -230,6 +230,75 @@ async fn meta_disable_and_meta_filter() {
 }
 
 #[tokio::test]
+async fn meta_pre_function_runs_before_each_phase_and_its_errors_are_only_logged() {
+    let (gw, up, _dir) = gateway_with(&[(
+        "echo.lua",
+        r#"
+local core = require("apisix.core")
+local _M = { version = 0.1, priority = 10, name = "echo", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    core.request.set_header(ctx, "x-seen", tostring(ctx.pre_calls))
+end
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-pre-calls", tostring(ctx.pre_calls))
+end
+return _M
+"#
+        .to_owned(),
+    )])
+    .await;
+    gw.put(
+        "/routes/1",
+        route_with(
+            &up,
+            json!({"echo": {"_meta": {"pre_function":
+                "return function(conf, ctx) ctx.pre_calls = (ctx.pre_calls or 0) + 1 end"}}}),
+        ),
+    )
+    .await;
+    let resp = gw.get("/p").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-pre-calls"],
+        "2",
+        "access and header_filter"
+    );
+    let echo: Value = resp.json().await.expect("json");
+    assert_eq!(echo["headers"]["x-seen"], "1");
+
+    // A pre_function that raises is logged; the plugin still runs.
+    gw.put(
+        "/routes/1",
+        route_with(
+            &up,
+            json!({"echo": {"_meta": {"pre_function": "return function() error('boom') end"}}}),
+        ),
+    )
+    .await;
+    let resp = gw.get("/p").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-pre-calls"], "nil");
+
+    // One that does not compile is refused at write time with APISIX's message.
+    let (code, err) = gw
+        .admin(
+            "PUT",
+            "/routes/1",
+            Some(route_with(
+                &up,
+                json!({"echo": {"_meta": {"pre_function": "return function("}}}),
+            )),
+        )
+        .await;
+    assert_eq!(code, 400);
+    let msg = err["error_msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("failed to load _meta.pre_function in plugin echo: "),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
 async fn admin_api_reports_plugin_schema_errors_like_apisix() {
     let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
     let (status, body) = gw

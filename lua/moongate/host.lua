@@ -14,6 +14,7 @@ local tostring = tostring
 local pairs = pairs
 local ipairs = ipairs
 local sort = table.sort
+local load = load
 local traceback = debug.traceback
 local json_decode = native.json_decode
 
@@ -104,6 +105,28 @@ local function check_conf(mod, conf, schema_type)
     return core.schema.check(schema, conf)
 end
 
+-- Compiles `_meta.pre_function`: a chunk returning a function, as APISIX loads it.
+local pre_functions = setmetatable({}, { __mode = "v" })
+local function compile_pre_function(code)
+    local cached = pre_functions[code]
+    if cached then
+        return cached
+    end
+    local chunk, err = load(code, "=_meta.pre_function", "t")
+    if not chunk then
+        return nil, err
+    end
+    local ok, fn = pcall(chunk)
+    if not ok then
+        return nil, fn
+    end
+    if type(fn) ~= "function" then
+        return nil, "the chunk must return a function, got " .. type(fn)
+    end
+    pre_functions[code] = fn
+    return fn
+end
+
 -- The Admin API check of one conf. `schema_type`: 0 route/service/..., 1 consumer, 2 metadata.
 function _M.check(name, conf_json, schema_type)
     local mod = _M.plugins[name]
@@ -130,6 +153,12 @@ function _M.check(name, conf_json, schema_type)
         local _, expr_err = expr.new(meta.filter)
         if expr_err then
             return false, "failed to validate the 'vars' expression: " .. tostring(expr_err)
+        end
+    end
+    if type(meta) == "table" and type(meta.pre_function) == "string" then
+        local _, load_err = compile_pre_function(meta.pre_function)
+        if load_err then
+            return false, "failed to load _meta.pre_function in plugin " .. name .. ": " .. tostring(load_err)
         end
     end
     return true
@@ -170,9 +199,17 @@ local function entries(list, out, skip, global)
                 end
                 local meta = type(conf._meta) == "table" and conf._meta or nil
                 if not (meta and meta.disable) then
-                    local filter
+                    local filter, pre_function
                     if meta and meta.filter then
                         filter = expr.new(meta.filter)
+                    end
+                    if meta and type(meta.pre_function) == "string" then
+                        local load_err
+                        pre_function, load_err = compile_pre_function(meta.pre_function)
+                        if not pre_function then
+                            core.log.error("failed to load _meta.pre_function in plugin ",
+                                           item.name, ": ", load_err)
+                        end
                     end
                     group[#group + 1] = {
                         name = item.name,
@@ -180,6 +217,7 @@ local function entries(list, out, skip, global)
                         conf = conf,
                         priority = (meta and meta.priority) or mod.priority,
                         filter = filter,
+                        pre_function = pre_function,
                         global = global,
                     }
                 end
@@ -237,12 +275,42 @@ end
 -- configuration changes, so weak keys drop stale entries).
 local consumer_chains = setmetatable({}, { __mode = "k" })
 
--- After rewrite, an authenticated consumer's plugins join the chain (APISIX's precedence:
--- consumer over route). Returns the merged chain, its phases and the newly added entries (whose
--- rewrite runs next, as APISIX's rewrite_in_consumer), or nil when nothing changes.
+local merge
+
+-- The plugins an authenticated consumer brings: its group's, overridden by its own (APISIX's
+-- precedence: consumer over consumer group over route). Auth plugins already ran: their consumer
+-- conf is credentials, not a plugin to run.
+local function consumer_plugins(consumer)
+    local confs = {}
+    if consumer.group_id ~= nil then
+        local group = native.consumer_group(tostring(consumer.group_id))
+        if type(group) == "table" and type(group.plugins) == "table" then
+            for name, conf in pairs(group.plugins) do
+                confs[name] = conf
+            end
+        end
+    end
+    if type(consumer.plugins) == "table" then
+        for name, conf in pairs(consumer.plugins) do
+            confs[name] = conf
+        end
+    end
+    local list = {}
+    for name, conf in pairs(confs) do
+        local mod = _M.plugins[name]
+        if mod and mod.type ~= "auth" then
+            list[#list + 1] = { name = name, conf = core.json.encode(conf) }
+        end
+    end
+    return list
+end
+
+-- After rewrite, an authenticated consumer's plugins (and its group's) join the chain. Returns the
+-- merged chain, its phases and the newly added entries (whose rewrite runs next, as APISIX's
+-- rewrite_in_consumer), or nil when nothing changes.
 function _M.merge_consumer(chain, ctx)
     local consumer = ctx.consumer
-    if type(consumer) ~= "table" or type(consumer.plugins) ~= "table" then
+    if type(consumer) ~= "table" then
         return nil
     end
     local per_chain = consumer_chains[chain]
@@ -251,17 +319,26 @@ function _M.merge_consumer(chain, ctx)
         consumer_chains[chain] = per_chain
     end
     local cached = per_chain[consumer]
-    if cached then
-        return cached.chain, cached.phases, cached.added
+    if cached == false then
+        return nil
     end
-    local list = {}
-    for name, conf in pairs(consumer.plugins) do
-        local mod = _M.plugins[name]
-        -- Auth plugins already ran: their consumer conf is credentials, not a plugin to run.
-        if mod and mod.type ~= "auth" then
-            list[#list + 1] = { name = name, conf = core.json.encode(conf) }
+    if not cached then
+        cached = merge(chain, consumer_plugins(consumer))
+        per_chain[consumer] = cached or false
+        if not cached then
+            return nil
         end
     end
+    -- Plugins key their state (limit-count's counters, lrucaches) on these, as APISIX sets them.
+    ctx.conf_type = "route&consumer"
+    ctx.conf_id = tostring(chain.route_id) .. "&" .. tostring(consumer.username)
+    ctx.conf_version = tostring(chain.conf_version) .. "&"
+        .. tostring(consumer.modifiedIndex or consumer.update_time or 0)
+    return cached.chain, cached.phases, cached.added
+end
+
+-- The chain with consumer plugins merged in, or nil when `list` adds nothing.
+function merge(chain, list)
     if #list == 0 then
         return nil
     end
@@ -294,9 +371,7 @@ function _M.merge_consumer(chain, ctx)
     for _, e in ipairs(own) do
         merged[#merged + 1] = e
     end
-    cached = { chain = merged, phases = phases_of(merged), added = added }
-    per_chain[consumer] = cached
-    return cached.chain, cached.phases, cached.added
+    return { chain = merged, phases = phases_of(merged), added = added }
 end
 
 local function on_error(err)
@@ -315,6 +390,14 @@ local function filter_passes(e, ctx)
     return not ok or matched
 end
 
+-- `_meta.pre_function` runs before each phase function of its plugin; its errors are only logged.
+local function run_pre_function(e, ctx)
+    local ok, err = xpcall(e.pre_function, on_error, e.conf, ctx)
+    if not ok and err ~= EXIT then
+        core.log.error("pre_function of plugin ", e.name, " failed: ", err)
+    end
+end
+
 -- Runs one phase of a chain. Returns true when a plugin ended the request.
 function _M.run_phase(phase, chain, ctx)
     local exiting = EXITING[phase]
@@ -323,6 +406,9 @@ function _M.run_phase(phase, chain, ctx)
         local f = e.mod[phase]
         if f and filter_passes(e, ctx) then
             ctx._plugin_name = e.name
+            if e.pre_function then
+                run_pre_function(e, ctx)
+            end
             local ok, code, body = xpcall(f, on_error, e.conf, ctx)
             if not ok then
                 if code == EXIT then
@@ -363,6 +449,9 @@ function _M.run_body_filter(chain, ctx, chunk, eof)
         local f = e.mod.body_filter
         if f and filter_passes(e, ctx) then
             ctx._plugin_name = e.name
+            if e.pre_function then
+                run_pre_function(e, ctx)
+            end
             local ok, err = xpcall(f, on_error, e.conf, ctx)
             if not ok and err ~= EXIT then
                 error("plugin " .. e.name .. " failed in body_filter: " .. tostring(err), 0)

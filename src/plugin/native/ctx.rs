@@ -543,6 +543,20 @@ pub(crate) fn register(
         })?,
     )?;
     native.set(
+        "consumer_group",
+        lua.create_function(|lua, id: String| {
+            let state = current()?;
+            match state
+                .snapshot
+                .state
+                .get(crate::schema::ResourceKind::ConsumerGroup, &id)
+            {
+                Some(item) => lua.to_value(&item.value),
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    native.set(
         "consumers_by_plugin",
         lua.create_function(|lua, name: String| {
             let state = current()?;
