@@ -100,6 +100,16 @@ impl Gateway {
         &self.loaded.warnings
     }
 
+    /// The default log filter: everything at info, and the access log unless
+    /// `nginx_config.http.enable_access_log` is false (`RUST_LOG` overrides both).
+    pub fn log_filter(&self) -> &'static str {
+        if self.loaded.config.access_log() {
+            "info"
+        } else {
+            "info,access=off"
+        }
+    }
+
     /// The effective configuration with secrets redacted, for the startup debug line.
     pub fn summary(&self) -> String {
         self.loaded.config.effective_summary()

@@ -23,12 +23,15 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    telemetry::init(cli.log_format, "info");
     let env: HashMap<String, String> = std::env::vars().collect();
     let gateway = match Gateway::load(cli.config.as_deref(), &env) {
         Ok(g) => g,
-        Err(err) => return fail(&err.to_string(), err.exit_code()),
+        Err(err) => {
+            telemetry::init(cli.log_format, "info");
+            return fail(&err.to_string(), err.exit_code());
+        }
     };
+    telemetry::init(cli.log_format, gateway.log_filter());
     for warning in gateway.warnings() {
         tracing::warn!("{warning}");
     }

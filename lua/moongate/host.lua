@@ -14,6 +14,9 @@ local tostring = tostring
 local pairs = pairs
 local ipairs = ipairs
 local sort = table.sort
+local setmetatable = setmetatable
+local rawget = rawget
+local rawset = rawset
 local load = load
 local traceback = debug.traceback
 local json_decode = native.json_decode
@@ -252,23 +255,31 @@ function _M.build_chain(globals, own, route)
     return chain, phases_of(chain)
 end
 
--- The per-request ctx. Route facts that only change with the config come from the chain.
-function _M.new_ctx(chain, matched_uri, ext, params)
-    local ctx = {
+-- The per-request ctx (APISIX's api_ctx). `var` and `curr_req_matched` are built on first use:
+-- most plugins never read them, and a request should not pay for them.
+local CTX_MT = {
+    __index = function(ctx, key)
+        if key == "var" then
+            core.ctx.set_vars_meta(ctx)
+            return rawget(ctx, "var")
+        elseif key == "curr_req_matched" then
+            local matched = native.curr_req_matched()
+            rawset(ctx, key, matched)
+            return matched
+        end
+        return nil
+    end,
+}
+
+-- Route facts that only change with the config come from the chain.
+local function new_ctx(chain)
+    return setmetatable({
         conf_type = "route",
         conf_id = chain.route_id,
         conf_version = chain.conf_version,
         matched_route = chain.matched_route,
-        curr_req_matched = { _path = matched_uri, [":ext"] = ext },
         service_id = chain.service_id,
-    }
-    if params then
-        for k, v in pairs(params) do
-            ctx.curr_req_matched[k] = v
-        end
-    end
-    core.ctx.set_vars_meta(ctx)
-    return ctx
+    }, CTX_MT)
 end
 
 -- Consumer chains, per route chain and consumer object (both stay the same tables until the
@@ -382,9 +393,6 @@ local function on_error(err)
 end
 
 local function filter_passes(e, ctx)
-    if not e.filter then
-        return true
-    end
     local ok, matched = pcall(e.filter.eval, e.filter, ctx.var)
     -- APISIX runs the plugin when its filter cannot be evaluated.
     return not ok or matched
@@ -398,13 +406,20 @@ local function run_pre_function(e, ctx)
     end
 end
 
--- Runs one phase of a chain. Returns true when a plugin ended the request.
-function _M.run_phase(phase, chain, ctx)
+-- Runs one phase of a chain (`phase_index` into PHASES). The first call of a request creates its
+-- ctx (nil is passed) and returns it second. Returns true first when a plugin ended the request.
+function _M.run_phase(phase_index, chain, ctx)
+    local created
+    if not ctx then
+        ctx = new_ctx(chain)
+        created = ctx
+    end
+    local phase = PHASES[phase_index]
     local exiting = EXITING[phase]
     for i = 1, #chain do
         local e = chain[i]
         local f = e.mod[phase]
-        if f and filter_passes(e, ctx) then
+        if f and (not e.filter or filter_passes(e, ctx)) then
             ctx._plugin_name = e.name
             if e.pre_function then
                 run_pre_function(e, ctx)
@@ -412,7 +427,7 @@ function _M.run_phase(phase, chain, ctx)
             local ok, code, body = xpcall(f, on_error, e.conf, ctx)
             if not ok then
                 if code == EXIT then
-                    return true
+                    return true, created
                 end
                 error("plugin " .. e.name .. " failed in " .. phase .. ": " .. tostring(code), 0)
             end
@@ -431,23 +446,28 @@ function _M.run_phase(phase, chain, ctx)
                 if not exited and err ~= EXIT then
                     error("plugin " .. e.name .. " failed to exit: " .. tostring(err), 0)
                 end
-                return true
+                return true, created
             end
         end
     end
     ctx._plugin_name = nil
-    return false
+    return false, created
 end
 
--- Runs the body filters on one chunk; returns the chunk to send.
+-- Runs the body filters on one chunk; returns the chunk to send, and the ctx when it created it.
 function _M.run_body_filter(chain, ctx, chunk, eof)
+    local created
+    if not ctx then
+        ctx = new_ctx(chain)
+        created = ctx
+    end
     local arg = ngx.arg
     arg[1] = chunk
     arg[2] = eof
     for i = 1, #chain do
         local e = chain[i]
         local f = e.mod.body_filter
-        if f and filter_passes(e, ctx) then
+        if f and (not e.filter or filter_passes(e, ctx)) then
             ctx._plugin_name = e.name
             if e.pre_function then
                 run_pre_function(e, ctx)
@@ -458,7 +478,7 @@ function _M.run_body_filter(chain, ctx, chunk, eof)
             end
         end
     end
-    return arg[1]
+    return arg[1], created
 end
 
 -- Calls every plugin's destroy() when the VM is replaced.

@@ -314,6 +314,8 @@ pub(crate) struct NginxHttpConfig {
     pub(crate) client_header_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub(crate) keepalive_timeout: Duration,
+    /// Whether each request is logged (the `access` log target).
+    pub(crate) enable_access_log: bool,
 }
 
 /// `nginx_config.error_log_level` (nginx level names).
@@ -967,6 +969,11 @@ impl Config {
     /// How long shutdown waits for in-flight requests (`nginx_config.worker_shutdown_timeout`).
     pub(crate) fn shutdown_grace(&self) -> Duration {
         self.nginx_config.worker_shutdown_timeout
+    }
+
+    /// Whether requests are logged (`nginx_config.http.enable_access_log`).
+    pub(crate) fn access_log(&self) -> bool {
+        self.nginx_config.http.enable_access_log
     }
 
     /// Default `tracing` filter derived from `nginx_config.error_log_level` (`RUST_LOG` wins over it).
@@ -1924,6 +1931,7 @@ mod known_keys {
         "nginx_config.http.client_max_body_size",
         "nginx_config.http.client_header_timeout",
         "nginx_config.http.keepalive_timeout",
+        "nginx_config.http.enable_access_log",
         "deployment.role",
         "deployment.role_traditional.config_provider",
         "deployment.role_data_plane.config_provider",
@@ -2006,7 +2014,6 @@ mod known_keys {
         "nginx_config.http_admin_configuration_snippet",
         "nginx_config.http_end_configuration_snippet",
         "nginx_config.stream_configuration_snippet",
-        "nginx_config.http.enable_access_log",
         "nginx_config.http.access_log",
         "nginx_config.http.access_log_buffer",
         "nginx_config.http.access_log_format",

@@ -24,7 +24,7 @@ mod vm;
 
 pub(crate) use host::{PluginHost, set_worker_id};
 pub(crate) use registry::PluginSettings;
-pub(crate) use request::{ReqBody, RequestState, enter, scoped};
+pub(crate) use request::{Arrival, ReqBody, RequestState, enter, scoped};
 pub(crate) use vm::{Chain, Vm};
 
 /// A point in a request's life where plugins run.
@@ -59,6 +59,11 @@ impl Phase {
             Phase::BodyFilter => "body_filter",
             Phase::Log => "log",
         }
+    }
+
+    /// The phase's 1-based position in [`Phase::ALL`], which is also the Lua side's phase list.
+    pub(crate) fn index(self) -> u8 {
+        self as u8 + 1
     }
 
     /// Every phase, in order.

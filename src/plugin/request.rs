@@ -18,7 +18,7 @@ use http::HeaderMap;
 use hyper::body::Incoming;
 
 use super::Phase;
-use crate::proxy::ConnInfo;
+use crate::proxy::{ConnInfo, Matched};
 use crate::store::{RouteEntry, Snapshot};
 
 /// The client request body, before or after a plugin read it.
@@ -67,19 +67,35 @@ pub(crate) struct RequestState {
     pub(crate) max_body: Option<u64>,
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) route: Arc<RouteEntry>,
+    /// What the router matched (`ctx.curr_req_matched`).
+    pub(crate) matched: Matched,
+}
+
+/// Where a request came from and what it matched.
+pub(crate) struct Arrival {
+    pub(crate) conn: ConnInfo,
+    pub(crate) parts: http::request::Parts,
+    pub(crate) body: Incoming,
+    /// The normalized path.
+    pub(crate) path: String,
+    pub(crate) matched: Matched,
 }
 
 impl RequestState {
     /// Creates the state of a matched request.
     pub(crate) fn new(
-        conn: ConnInfo,
-        parts: http::request::Parts,
-        body: Incoming,
-        path: String,
+        arrival: Arrival,
         snapshot: Arc<Snapshot>,
         route: Arc<RouteEntry>,
         max_body: Option<u64>,
     ) -> RequestState {
+        let Arrival {
+            conn,
+            parts,
+            body,
+            path,
+            matched,
+        } = arrival;
         let start_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -97,6 +113,7 @@ impl RequestState {
             max_body,
             snapshot,
             route,
+            matched,
         }
     }
 }

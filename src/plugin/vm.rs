@@ -13,9 +13,8 @@ use serde_json::Value as Json;
 
 use super::native::{self, WorkerInfo};
 use super::registry::{PluginInfo, PluginSettings, Source};
-use super::request::{RequestState, current_deadline};
+use super::request::current_deadline;
 use super::{Phase, PluginError, lua_message};
-use crate::proxy::Matched;
 use crate::store::{RouteEntry, Snapshot};
 use crate::validate::SchemaType;
 
@@ -46,12 +45,12 @@ pub(crate) struct Vm {
     pub(crate) generation: u64,
     run_phase: Function,
     body_filter: Function,
-    new_ctx: Function,
     build_chain: Function,
     merge_consumer: Function,
     check: Function,
     destroy: Function,
-    chains: RefCell<HashMap<String, Rc<Chain>>>,
+    /// Per route id; looked up on every request, so with a fast hasher.
+    chains: RefCell<rustc_hash::FxHashMap<String, Rc<Chain>>>,
     time_limit_ms: u64,
 }
 
@@ -103,14 +102,13 @@ impl Vm {
         Ok(Vm {
             run_phase: get("run_phase")?,
             body_filter: get("run_body_filter")?,
-            new_ctx: get("new_ctx")?,
             build_chain: get("build_chain")?,
             merge_consumer: get("merge_consumer")?,
             check: get("check")?,
             destroy: get("destroy")?,
             lua,
             generation,
-            chains: RefCell::new(HashMap::new()),
+            chains: RefCell::new(rustc_hash::FxHashMap::default()),
             time_limit_ms: u64::try_from(settings.phase_time_limit.as_millis()).unwrap_or(u64::MAX),
         })
     }
@@ -237,9 +235,8 @@ impl Vm {
         chain: &Chain,
         ctx: &Table,
     ) -> Result<Option<(Rc<Chain>, Chain)>, PluginError> {
-        let (merged, phases, added): (Option<Table>, Option<Table>, Option<Table>) = self
-            .merge_consumer
-            .call((chain.table.clone(), ctx.clone()))?;
+        let (merged, phases, added): (Option<Table>, Option<Table>, Option<Table>) =
+            self.merge_consumer.call((&chain.table, ctx))?;
         let (Some(merged), Some(phases), Some(added)) = (merged, phases, added) else {
             return Ok(None);
         };
@@ -257,70 +254,57 @@ impl Vm {
         Ok(Some((merged, added)))
     }
 
-    /// The per-request `ctx` (APISIX's `api_ctx`).
-    pub(crate) fn new_ctx(
-        &self,
-        state: &Rc<RequestState>,
-        chain: &Chain,
-        matched: &Matched,
-    ) -> Result<Table, PluginError> {
-        let params = if matched.params.is_empty() {
-            None
-        } else {
-            let params = self.lua.create_table()?;
-            for (k, v) in &matched.params {
-                params.raw_set(k.as_str(), v.as_str())?;
-            }
-            Some(params)
-        };
-        let args = (
-            chain.table.clone(),
-            matched.uri.as_str(),
-            matched.ext.as_deref(),
-            params,
-        );
-        Ok(super::request::enter(state, || {
-            self.new_ctx.call::<Table>(args)
-        })?)
-    }
-
-    /// Runs one phase of a chain. `Ok(true)` means a plugin ended the request.
+    /// Runs one phase of a chain. The request's `ctx` (APISIX's `api_ctx`) is created by the first
+    /// call that gets `None`, and stored into `ctx`. `Ok(true)` means a plugin ended the request.
     pub(crate) async fn run_phase(
         &self,
         phase: Phase,
         chain: &Chain,
-        ctx: &Table,
+        ctx: &mut Option<Table>,
     ) -> Result<bool, PluginError> {
-        let args = (phase.name(), chain.table.clone(), ctx.clone());
+        // The phase goes as its index into the Lua side's phase list: a number crosses for free,
+        // a string would be interned on every call.
+        let args = (phase.index(), &chain.table, ctx.as_ref());
         // As in OpenResty, only rewrite, access and before_proxy may yield (ngx.sleep, resty.http);
         // the other phases run as plain calls, without a coroutine.
         let result = match phase {
             Phase::Rewrite | Phase::Access | Phase::BeforeProxy => {
-                self.run_phase.call_async::<bool>(args).await
+                self.run_phase
+                    .call_async::<(bool, Option<Table>)>(args)
+                    .await
             }
             Phase::HeaderFilter | Phase::BodyFilter | Phase::Log => {
-                self.run_phase.call::<bool>(args)
+                self.run_phase.call::<(bool, Option<Table>)>(args)
             }
         };
-        self.map_result(result)
+        let (ended, created) = self.map_result(result)?;
+        if created.is_some() {
+            *ctx = created;
+        }
+        Ok(ended)
     }
 
     /// Runs the `body_filter`s of a chain on one chunk; returns the chunk to send.
     pub(crate) fn run_body_filter(
         &self,
         chain: &Chain,
-        ctx: &Table,
+        ctx: &mut Option<Table>,
         chunk: Bytes,
         eof: bool,
     ) -> Result<Bytes, PluginError> {
         let chunk = self.lua.create_string(&chunk)?;
-        let result = self.body_filter.call::<Option<mlua::LuaString>>((
-            chain.table.clone(),
-            ctx.clone(),
-            chunk,
-            eof,
-        ));
-        let out = self.map_result(result)?;
+        let result = self
+            .body_filter
+            .call::<(Option<mlua::LuaString>, Option<Table>)>((
+                &chain.table,
+                ctx.as_ref(),
+                chunk,
+                eof,
+            ));
+        let (out, created) = self.map_result(result)?;
+        if created.is_some() {
+            *ctx = created;
+        }
         Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
     }
 

@@ -21,7 +21,7 @@ use super::plugins::PluginRun;
 use super::uri::{encode_path, normalize};
 use crate::admin::{self, Admin};
 use crate::error::status_for;
-use crate::plugin::{Phase, PluginError, PluginHost, ReqBody, RequestState};
+use crate::plugin::{Arrival, Phase, PluginError, PluginHost, ReqBody, RequestState};
 use crate::router::{MatchInput, Vars};
 use crate::store::{RouteEntry, Snapshot, Store};
 use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
@@ -52,13 +52,21 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let raw_path = req.uri().path().to_owned();
+    // What the access log needs is kept only when it is on.
+    let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
+        (
+            Instant::now(),
+            req.method().clone(),
+            req.uri().path().to_owned(),
+        )
+    });
     let (mut response, route_id, upstream) = serve(dp, req, conn).await;
     // The upstream's HTTP version is its own business: the client keeps the version it spoke
     // (hyper answers HTTP/1.0 clients as such and ignores this on HTTP/2).
     *response.version_mut() = http::Version::HTTP_11;
+    let Some((started, method, raw_path)) = logged else {
+        return response;
+    };
     tracing::info!(
         target: "access",
         client = %conn.peer.ip(),
@@ -81,7 +89,8 @@ async fn serve(
         && req.uri().path().starts_with(admin::PREFIX)
         && admin::canonical(conn.peer.ip()).is_loopback()
     {
-        let resp = admin.handle(req, conn.peer.ip()).await;
+        // Boxed for the same reason as the plugin pipeline below.
+        let resp = Box::pin(admin.handle(req, conn.peer.ip())).await;
         return (resp.map(boxed), None, None);
     }
     let (parts, body) = req.into_parts();
@@ -131,14 +140,16 @@ async fn serve(
     if let Some(host) = &dp.plugins
         && (!route.plugins.is_empty() || !snapshot.global_plugins.is_empty())
     {
-        let request = PluginRequest {
+        let request = Arrival {
             parts,
             body,
             path,
             conn,
             matched,
         };
-        let (resp, node) = serve_with_plugins(dp, host, snapshot, route, request).await;
+        // Boxed: the plugin pipeline's future is large, and kept inline it would be copied with
+        // every request's future, plain requests included.
+        let (resp, node) = Box::pin(serve_with_plugins(dp, host, snapshot, route, request)).await;
         return (resp, route_id, node);
     }
     let Some(upstream) = route.upstream.clone() else {
@@ -162,14 +173,6 @@ pub(crate) struct Matched {
     pub(crate) ext: Option<String>,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) uri: String,
-}
-
-struct PluginRequest {
-    parts: http::request::Parts,
-    body: Incoming,
-    path: String,
-    conn: ConnInfo,
-    matched: Matched,
 }
 
 fn no_upstream(route: &RouteEntry) -> Response<ProxyBody> {
@@ -214,7 +217,7 @@ async fn serve_with_plugins(
     host: &PluginHost,
     snapshot: Arc<Snapshot>,
     route: Arc<RouteEntry>,
-    request: PluginRequest,
+    request: Arrival,
 ) -> (Response<ProxyBody>, Option<String>) {
     let failed = |err: PluginError, route: &RouteEntry| {
         tracing::error!(route_id = %route.id, error = %err, "plugin failed");
@@ -228,33 +231,19 @@ async fn serve_with_plugins(
         Ok(chain) => chain,
         Err(err) => return failed(err, &route),
     };
-    let PluginRequest {
-        parts,
-        body,
-        path,
-        conn,
-        matched,
-    } = request;
+    let conn = request.conn;
     let state = Rc::new(RequestState::new(
-        conn,
-        parts,
-        body,
-        path,
+        request,
         snapshot,
         route.clone(),
         dp.max_body,
     ));
-    let run = PluginRun {
+    let mut run = PluginRun {
         vm,
         chain,
         ctx: None,
         state,
     };
-    let mut run = run;
-    match run.vm.new_ctx(&run.state, &run.chain, &matched) {
-        Ok(ctx) => run.ctx = Some(ctx),
-        Err(err) => return failed(err, &route),
-    }
     match run.rewrite_and_access().await {
         Ok(false) => {}
         Ok(true) => return (run.exit_response().await, None),

@@ -18,28 +18,33 @@ use crate::upstream::pool::BoxError;
 pub(crate) struct PluginRun {
     pub(crate) vm: Rc<Vm>,
     pub(crate) chain: Rc<Chain>,
+    /// The request's `ctx`, created by the first phase that runs Lua.
     pub(crate) ctx: Option<mlua::Table>,
     pub(crate) state: Rc<RequestState>,
 }
 
+/// Runs one phase of `chain`, if it has that phase. `Ok(true)` means a plugin ended the request.
+async fn run_phase(
+    vm: &Vm,
+    state: &Rc<RequestState>,
+    chain: &Chain,
+    ctx: &mut Option<mlua::Table>,
+    phase: Phase,
+) -> Result<bool, PluginError> {
+    state.phase.set(phase);
+    if !chain.has(phase) {
+        return Ok(false);
+    }
+    state.deadline.set(Some(vm.deadline()));
+    let result = scoped(state, vm.run_phase(phase, chain, ctx)).await;
+    state.deadline.set(None);
+    result
+}
+
 impl PluginRun {
     /// Runs one phase; `Ok(true)` means a plugin ended the request.
-    pub(crate) async fn phase(&self, phase: Phase) -> Result<bool, PluginError> {
-        self.phase_of(&self.chain, phase).await
-    }
-
-    async fn phase_of(&self, chain: &Chain, phase: Phase) -> Result<bool, PluginError> {
-        self.state.phase.set(phase);
-        let Some(ctx) = &self.ctx else {
-            return Ok(false);
-        };
-        if !chain.has(phase) {
-            return Ok(false);
-        }
-        self.state.deadline.set(Some(self.vm.deadline()));
-        let result = scoped(&self.state, self.vm.run_phase(phase, chain, ctx)).await;
-        self.state.deadline.set(None);
-        result
+    pub(crate) async fn phase(&mut self, phase: Phase) -> Result<bool, PluginError> {
+        run_phase(&self.vm, &self.state, &self.chain, &mut self.ctx, phase).await
     }
 
     /// `rewrite`, then the plugins of a consumer that `rewrite` authenticated join the chain (their
@@ -52,6 +57,8 @@ impl PluginRun {
         self.phase(Phase::Access).await
     }
 
+    /// Only a `rewrite` can authenticate a consumer: without a ctx no `rewrite` ran, and nothing is
+    /// merged.
     async fn merge_consumer(&mut self) -> Result<bool, PluginError> {
         let Some(ctx) = &self.ctx else {
             return Ok(false);
@@ -62,7 +69,7 @@ impl PluginRun {
             return Ok(false);
         };
         self.chain = merged;
-        self.phase_of(&added, Phase::Rewrite).await
+        run_phase(&self.vm, &self.state, &added, &mut self.ctx, Phase::Rewrite).await
     }
 
     /// Takes the (possibly rewritten) request out for forwarding.
@@ -102,7 +109,7 @@ impl PluginRun {
     }
 
     /// Runs `header_filter` on the response head, then wraps the body for `body_filter` and `log`.
-    pub(crate) async fn finish(self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    pub(crate) async fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         let (mut head, body) = response.into_parts();
         {
             let mut resp = self.state.resp.borrow_mut();
@@ -161,7 +168,7 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
 }
 
 /// Runs the `log` phase on its own task, after the response.
-fn spawn_log(run: PluginRun) {
+fn spawn_log(mut run: PluginRun) {
     if !run.chain.has(Phase::Log) {
         return;
     }
@@ -182,19 +189,16 @@ struct FilteredBody {
 
 impl FilteredBody {
     fn filter_chunk(&mut self, chunk: Bytes, eof: bool) -> Result<Bytes, BoxError> {
-        let Some(run) = &self.run else {
+        let Some(run) = &mut self.run else {
             return Ok(chunk);
         };
         if !self.filter {
             return Ok(chunk);
         }
-        let Some(ctx) = &run.ctx else {
-            return Ok(chunk);
-        };
         run.state.phase.set(Phase::BodyFilter);
         run.state.deadline.set(Some(run.vm.deadline()));
         let result = enter(&run.state, || {
-            run.vm.run_body_filter(&run.chain, ctx, chunk, eof)
+            run.vm.run_body_filter(&run.chain, &mut run.ctx, chunk, eof)
         });
         run.state.deadline.set(None);
         result.map_err(|err| {

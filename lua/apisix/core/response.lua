@@ -3,7 +3,6 @@ local native = require("moongate.native")
 local json = require("apisix.core.json")
 
 local native_say = native.say
-local native_headers_sent = native.resp_headers_sent
 local native_resp_set_header = native.resp_set_header
 local native_resp_add_header = native.resp_add_header
 local native_resp_header = native.resp_header
@@ -124,10 +123,8 @@ function _M.say(...)
     return resp_exit(nil, ...)
 end
 
+-- The natives refuse a change once the headers went out ("headers have already been sent").
 local function set_header(append, ...)
-    if native_headers_sent() then
-        error("headers have already been sent", 3)
-    end
     local count = select("#", ...)
     if count == 1 then
         local headers = select(1, ...)

@@ -543,6 +543,22 @@ pub(crate) fn register(
         })?,
     )?;
     native.set(
+        "curr_req_matched",
+        lua.create_function(|lua, ()| {
+            let state = current()?;
+            let matched = &state.matched;
+            let t = lua.create_table()?;
+            t.raw_set("_path", matched.uri.as_str())?;
+            if let Some(ext) = &matched.ext {
+                t.raw_set(":ext", ext.as_str())?;
+            }
+            for (k, v) in &matched.params {
+                t.raw_set(k.as_str(), v.as_str())?;
+            }
+            Ok(t)
+        })?,
+    )?;
+    native.set(
         "consumer_group",
         lua.create_function(|lua, id: String| {
             let state = current()?;

@@ -71,8 +71,13 @@ native.resp_status = function() return fake.status end
 native.resp_set_status = function(s) fake.status = s end
 native.resp_headers = function() return copy(fake.resp_headers) end
 native.resp_header = function(name) return fake.resp_headers[name:lower()] end
-native.resp_set_header = function(name, v) fake.resp_headers[name:lower()] = copy(v) end
+-- Like the real natives, header changes are refused once the headers went out.
+local function not_sent()
+    if fake.headers_sent then error("headers have already been sent") end
+end
+native.resp_set_header = function(name, v) not_sent(); fake.resp_headers[name:lower()] = copy(v) end
 native.resp_add_header = function(name, v)
+    not_sent()
     local k = name:lower()
     local old = fake.resp_headers[k]
     if old == nil then
