@@ -168,8 +168,14 @@ local function request_processor(conf, _, params)
     params.query = signed.query
 end
 
+-- SigV4 signs the body's hash: with `iam` the body is read whole before the call; otherwise it
+-- streams to the function.
+local function body_needed(conf)
+    return type(conf.authorization) == "table" and conf.authorization.iam ~= nil
+end
+
 local _M = require("apisix.plugins.serverless.generic-upstream")(plugin_name, plugin_version,
-    priority, request_processor, aws_authz_schema)
+    priority, request_processor, aws_authz_schema, nil, body_needed)
 
 -- Moongate additions, all optional (defaults keep the plain HTTP behaviour above).
 local props = _M.schema.properties

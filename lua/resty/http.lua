@@ -247,7 +247,12 @@ local function build_headers(self, params, body)
         headers["User-Agent"] = _M._USER_AGENT
     end
     local te = names["transfer-encoding"] and headers[names["transfer-encoding"]]
-    if te and str_find(str_lower(tostring(te)), "chunked", 1, true) then
+    if params.client_body then
+        -- The client's body streams through: its length (if known) is set by the native client.
+        if names["content-length"] then
+            headers[names["content-length"]] = nil
+        end
+    elseif te and str_find(str_lower(tostring(te)), "chunked", 1, true) then
         if names["content-length"] then
             headers[names["content-length"]] = nil
         end
@@ -267,7 +272,11 @@ end
 local function response(res, method)
     local status = res.status
     local headers = setmetatable(res.headers or {}, headers_mt)
-    local body = res.body or ""
+    -- A streamed response (stream_response) went to the client: there is no body here.
+    local body = res.body
+    if body == nil and not res.streamed then
+        body = ""
+    end
     local has_body = method ~= "HEAD" and status ~= 204 and status ~= 304
         and not (status >= 100 and status < 200)
     local done = false
@@ -276,6 +285,7 @@ local function response(res, method)
         reason = res.reason or REASONS[status] or "",
         headers = headers,
         has_body = has_body,
+        streamed = res.streamed,
     }
     function r.body_reader()
         if done then
@@ -325,6 +335,11 @@ function _M.request(self, params)
         keepalive = params.keepalive ~= false,
         keepalive_timeout = params.keepalive_timeout,
         keepalive_pool = params.keepalive_pool or self.pool_size,
+        -- Moongate: send the client's own body as it arrives, and stream a successful response
+        -- straight to the client (see moongate.native http_request).
+        client_body = params.client_body,
+        client_body_limit = params.client_body_limit,
+        stream_response = params.stream_response,
     }
     local res, err = http_request(req)
     if not res then

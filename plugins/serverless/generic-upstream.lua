@@ -3,12 +3,19 @@
 -- one HTTP call to a function endpoint and handing its status, headers and body back.
 --
 --   return require("apisix.plugins.serverless.generic-upstream")(plugin_name, version, priority,
---       request_processor, authz_schema, metadata_schema)
+--       request_processor, authz_schema, metadata_schema, body_needed)
 --
 -- `request_processor(conf, ctx, params)` adds the plugin's authentication to `params` (headers,
 -- query) before the call. params: method, path (as sent), query (raw string, without "?"), headers
--- (a fresh table, lower-case names), body (string or nil), host (the Host header sent), keepalive...
--- It returns nothing, or `status, err` to end the request with that status (logged as an error).
+-- (a fresh table, lower-case names), body (string, or nil when it streams), host (the Host header
+-- sent), keepalive... It returns nothing, or `status, err` to end the request with that status
+-- (logged as an error).
+--
+-- Bodies stream both ways (Moongate): the client's body goes to the function as it arrives, and a
+-- successful (< 400) function response goes to the client as it arrives, so neither is held in
+-- memory. `body_needed(conf)` (optional, Moongate) returns true when the processor must see the
+-- whole request body (SigV4 signs its hash): the body is then read first, as APISIX always does. A
+-- function error (>= 400) is read whole, to be logged.
 --
 -- Differences from APISIX, on purpose (apisix.md §5):
 -- * the request's shared header table (core.request.headers) is never modified; a copy is sent;
@@ -47,6 +54,9 @@ local SKIP_REQUEST = setmetatable({
 local SKIP_RESPONSE = setmetatable({
     ["x-amz-log-result"] = true,
 }, { __index = HOP_BY_HOP })
+
+-- The error native http_request gives for a client body over client_body_limit.
+local TOO_LARGE = "request body too large"
 
 -- At most this much of a function's error body goes into the warn log.
 local MAX_LOGGED_BODY = 512
@@ -143,7 +153,8 @@ local function join_query(a, b)
     return a .. "&" .. b
 end
 
-return function(plugin_name, version, priority, request_processor, authz_schema, metadata_schema)
+return function(plugin_name, version, priority, request_processor, authz_schema, metadata_schema,
+                body_needed)
     if request_processor and type(request_processor) ~= "function" then
         return "Failed to generate plugin due to invalid header processor type, "
             .. "expecting a function."
@@ -186,14 +197,19 @@ return function(plugin_name, version, priority, request_processor, authz_schema,
             return 500
         end
 
-        local body, err = core.request.get_body(conf.max_req_body_size, ctx)
-        if err then
-            if str_find(err, "greater than the maximum size", 1, true) then
-                core.log.warn(plugin_name, ": ", err)
-                return 413
+        local body, err
+        local streamed_body = not (body_needed and body_needed(conf))
+        if not streamed_body then
+            body, err = core.request.get_body(conf.max_req_body_size, ctx)
+            if err then
+                if str_find(err, "greater than the maximum size", 1, true) then
+                    core.log.warn(plugin_name, ": ", err)
+                    return 413
+                end
+                core.log.error("failed to process ", plugin_name,
+                    ", err: failed to read the request body: ", err)
+                return 400
             end
-            core.log.error("failed to process ", plugin_name, ", err: failed to read the request body: ", err)
-            return 400
         end
 
         local headers = forwarded_headers(ctx)
@@ -208,6 +224,9 @@ return function(plugin_name, version, priority, request_processor, authz_schema,
             host = target.host_header,
             keepalive = conf.keepalive,
             ssl_verify = conf.ssl_verify,
+            client_body = streamed_body or nil,
+            client_body_limit = streamed_body and conf.max_req_body_size or nil,
+            stream_response = true,
         }
         if conf.keepalive then
             params.keepalive_timeout = conf.keepalive_timeout
@@ -228,11 +247,28 @@ return function(plugin_name, version, priority, request_processor, authz_schema,
         httpc:set_timeout(conf.timeout)
         local res, rerr = httpc:request_uri(conf.function_uri, params)
         if not res then
+            if rerr == TOO_LARGE then
+                core.log.warn(plugin_name, ": the request body is larger than ", conf.max_req_body_size,
+                    " bytes")
+                return 413
+            end
             core.log.error("failed to process ", plugin_name, ", err: ", rerr, " host: ", target.host)
             if rerr == "timeout" then
                 return 504
             end
             return 502
+        end
+
+        local dropped = connection_tokens(res.headers["connection"], {})
+        if res.streamed then
+            -- The body streams to the client unchanged, so the function's framing headers stand.
+            for name, value in pairs(res.headers) do
+                local lname = str_lower(name)
+                if not SKIP_RESPONSE[lname] and not dropped[lname] then
+                    core.response.set_header(name, value)
+                end
+            end
+            return res.status
         end
 
         local res_body = res.body or ""
@@ -250,7 +286,6 @@ return function(plugin_name, version, priority, request_processor, authz_schema,
                 ", body: ", shown)
         end
 
-        local dropped = connection_tokens(res.headers["connection"], {})
         local is_head = params.method == "HEAD"
         for name, value in pairs(res.headers) do
             local lname = str_lower(name)

@@ -33,7 +33,7 @@ pub(crate) enum ReqBody {
 }
 
 /// What plugins have decided about the response so far.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct RespState {
     /// `ngx.status`: set by a plugin or from the upstream response.
     pub(crate) status: Option<u16>,
@@ -44,6 +44,9 @@ pub(crate) struct RespState {
     pub(crate) out: BytesMut,
     /// The code passed to `ngx.exit` (through `core.response.exit` or a `return code, body`).
     pub(crate) exit: Option<u16>,
+    /// A body a plugin's outbound call handed over to stream to the client as it arrives
+    /// (`stream_response` in `native.http_request`); sent instead of `out` when the request exits.
+    pub(crate) stream: Option<crate::upstream::pool::UpstreamBody>,
 }
 
 /// One request on its way through the plugin phases.

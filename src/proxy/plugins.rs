@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use super::body::{ProxyBody, error_page, full};
+use super::body::{ProxyBody, boxed, error_page, full};
 use crate::plugin::{Chain, Phase, PluginError, ReqBody, RequestState, Vm, enter, scoped};
 use crate::upstream::pool::BoxError;
 
@@ -92,9 +92,13 @@ impl PluginRun {
         let (status, body) = {
             let mut resp = self.state.resp.borrow_mut();
             let status = resp.exit.or(resp.status).unwrap_or(200);
-            (status, std::mem::take(&mut resp.out).freeze())
+            let body = match resp.stream.take() {
+                Some(stream) => boxed(stream),
+                None => full(std::mem::take(&mut resp.out).freeze()),
+            };
+            (status, body)
         };
-        let mut response = Response::new(full(body));
+        let mut response = Response::new(body);
         *response.status_mut() =
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         self.finish(response).await

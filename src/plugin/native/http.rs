@@ -1,5 +1,11 @@
 //! `native.http_request`: the outbound HTTP client behind `resty.http`, on the same per-worker
 //! keep-alive pools as upstream proxying. It yields the calling coroutine while waiting.
+//!
+//! Two Moongate options let a plugin forward a request without buffering it in the VM (the
+//! serverless plugins use them): `client_body = true` sends the client's own request body as it
+//! arrives (at most `client_body_limit` bytes, else the error is `request body too large`), and
+//! `stream_response = true` hands a successful (< 400) response body to the client as it arrives
+//! instead of returning it (`res.body` is then nil and the plugin ends the request with the status).
 
 use std::time::Duration;
 
@@ -10,7 +16,8 @@ use http_body_util::{BodyExt, Full};
 use mlua::{Lua, MultiValue, Table, Value};
 
 use super::ctx::headers_table;
-use crate::upstream::pool::{self, CallOptions, Endpoint};
+use crate::plugin::request::{ReqBody, with_current};
+use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
 use crate::upstream::{KeepalivePool, Scheme};
 
 /// Bodies larger than this are refused rather than buffered into the VM.
@@ -73,11 +80,21 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
         port,
         tls_verify: req.get::<Option<bool>>("ssl_verify")?.unwrap_or(true),
     };
-    let body = match req.get::<Option<mlua::LuaString>>("body")? {
-        Some(b) => Bytes::copy_from_slice(&b.as_bytes()),
-        None => Bytes::new(),
+    let body = if req.get::<Option<bool>>("client_body")?.unwrap_or(false) {
+        let limit = req.get::<Option<u64>>("client_body_limit")?;
+        match client_body(limit) {
+            Ok(body) => body,
+            Err(err) => return Ok(Err(err)),
+        }
+    } else {
+        let bytes = match req.get::<Option<mlua::LuaString>>("body")? {
+            Some(b) => Bytes::copy_from_slice(&b.as_bytes()),
+            None => Bytes::new(),
+        };
+        crate::proxy::outbound(Full::new(bytes))
     };
-    let mut out = Request::new(crate::proxy::outbound(Full::new(body)));
+    let stream_response = req.get::<Option<bool>>("stream_response")?.unwrap_or(false);
+    let mut out = Request::new(body);
     *out.method_mut() = match Method::from_bytes(method.as_bytes()) {
         Ok(m) => m,
         Err(_) => return Ok(Err(format!("invalid method: {method}"))),
@@ -126,12 +143,29 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
             use crate::error::Classify;
             return Ok(Err(if err.is_timeout() {
                 "timeout".to_owned()
+            } else if err.body_error().is_some() {
+                TOO_LARGE.to_owned()
             } else {
                 err.to_string()
             }));
         }
     };
     let (head, body) = response.into_parts();
+    if stream_response && head.status.as_u16() < 400 {
+        let handed_over =
+            with_current(|state| state.map(|state| state.resp.borrow_mut().stream = Some(body)));
+        if handed_over.is_none() {
+            return Ok(Err(
+                "stream_response needs a request being served".to_owned()
+            ));
+        }
+        let res = lua.create_table()?;
+        res.set("status", head.status.as_u16())?;
+        res.set("reason", head.status.canonical_reason().unwrap_or(""))?;
+        res.set("headers", headers_table(lua, &head.headers)?)?;
+        res.set("streamed", true)?;
+        return Ok(Ok(res));
+    }
     let collected = match http_body_util::Limited::new(body, MAX_RESPONSE_BODY)
         .collect()
         .await
@@ -152,6 +186,42 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
     res.set("headers", headers_table(lua, &head.headers)?)?;
     res.set("body", lua.create_string(&collected)?)?;
     Ok(Ok(res))
+}
+
+/// The error for a client body over its limit, which the serverless plugins answer with 413.
+const TOO_LARGE: &str = "request body too large";
+
+/// The current request's body, to send on: streamed as it arrives (at most `limit` bytes), or the
+/// bytes a plugin already read (kept, so later phases can still read them).
+fn client_body(limit: Option<u64>) -> Result<OutBody, String> {
+    let state = with_current(|s| s.cloned())
+        .ok_or_else(|| "client_body needs a request being served".to_owned())?;
+    let limit = limit.unwrap_or(u64::MAX);
+    let declared = state
+        .parts
+        .borrow()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(TOO_LARGE.to_owned());
+    }
+    let mut body = state.body.borrow_mut();
+    match std::mem::replace(&mut *body, ReqBody::Reading) {
+        ReqBody::Stream(incoming) => Ok(crate::proxy::outbound(http_body_util::Limited::new(
+            incoming,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        ))),
+        ReqBody::Buffered(bytes) => {
+            *body = ReqBody::Buffered(bytes.clone());
+            if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
+                return Err(TOO_LARGE.to_owned());
+            }
+            Ok(crate::proxy::outbound(Full::new(bytes)))
+        }
+        ReqBody::Reading => Err("the request body is being read elsewhere".to_owned()),
+    }
 }
 
 /// Installs `native.http_request(req) -> res | nil, err`.

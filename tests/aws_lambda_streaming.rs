@@ -1,0 +1,246 @@
+//! aws-lambda (and the serverless forwarding it shares) streams bodies both ways when nothing needs
+//! the whole body: the function gets the client's first bytes before the client sent the rest, and
+//! the client gets the function's first bytes before the function finished.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::TestGateway;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc};
+
+/// How long a step may wait for the other side before the test fails (a gateway that buffered
+/// would wait forever).
+const STEP: Duration = Duration::from_secs(5);
+
+type StandInBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A function stand-in. `/drip` answers "first", waits for `go`, then answers "second". `/trickle`
+/// reads the first body chunk, signals `got_first`, then reads the rest and answers its length and
+/// SHA-256. `/echo-size` answers the size and SHA-256 of the body it read.
+struct Function {
+    addr: SocketAddr,
+    go: Arc<Notify>,
+    got_first: Arc<Notify>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Function {
+    async fn start() -> Function {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (go, got_first) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let shared = (go.clone(), got_first.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (go, got_first, requests) = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        respond(req, go.clone(), got_first.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Function {
+            addr,
+            go,
+            got_first,
+            requests,
+        }
+    }
+
+    fn uri(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    go: Arc<Notify>,
+    got_first: Arc<Notify>,
+) -> Result<Response<StandInBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let mut body = req.into_body();
+    let mut hasher = Sha256::new();
+    let mut len = 0usize;
+    if path.ends_with("/drip") {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first")))).await;
+            go.notified().await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"second"))))
+                .await;
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        });
+        return Ok(Response::new(StreamBody::new(stream).boxed()));
+    }
+    let mut first = true;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            len += data.len();
+            hasher.update(data);
+            if first && !data.is_empty() && path.ends_with("/trickle") {
+                first = false;
+                got_first.notify_one();
+            }
+        }
+    }
+    let answer = json!({"body_len": len, "body_sha256": hex::encode(hasher.finalize())});
+    Ok(Response::new(
+        http_body_util::Full::new(Bytes::from(answer.to_string())).boxed(),
+    ))
+}
+
+async fn gateway(function: &Function, extra: Value) -> TestGateway {
+    let gw = TestGateway::start().await;
+    let mut conf =
+        json!({"function_uri": function.uri("/default"), "authorization": {"apikey": "k"}});
+    if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
+        conf.extend(extra.clone());
+    }
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/fn/*", "plugins": {"aws-lambda": conf}}),
+    )
+    .await;
+    gw
+}
+
+#[tokio::test]
+async fn the_client_gets_the_first_bytes_before_the_function_finishes() {
+    let function = Function::start().await;
+    let gw = gateway(&function, json!({})).await;
+    let mut resp = tokio::time::timeout(STEP, gw.get("/fn/drip"))
+        .await
+        .expect("response head before the function finished");
+    assert_eq!(resp.status(), 200);
+    let first = tokio::time::timeout(STEP, resp.chunk())
+        .await
+        .expect("first chunk before the function finished")
+        .expect("chunk");
+    assert_eq!(first.as_deref(), Some(&b"first"[..]));
+    function.go.notify_one();
+    let rest = tokio::time::timeout(STEP, resp.bytes())
+        .await
+        .expect("rest")
+        .expect("body");
+    assert_eq!(&rest[..], b"second");
+}
+
+#[tokio::test]
+async fn the_function_gets_the_first_bytes_before_the_client_sent_the_rest() {
+    let function = Function::start().await;
+    let gw = gateway(&function, json!({})).await;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let request = gw
+        .client
+        .post(gw.url("/fn/trickle"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send();
+    let sender = async {
+        tx.send(vec![b'a'; 1000]).await.expect("send first part");
+        tokio::time::timeout(STEP, function.got_first.notified())
+            .await
+            .expect("the function got the first part while the client still held the rest");
+        tx.send(vec![b'b'; 3000]).await.expect("send second part");
+        drop(tx);
+    };
+    let (resp, ()) = tokio::join!(request, sender);
+    let resp = resp.expect("response");
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.expect("json");
+    let mut expected = Sha256::new();
+    expected.update(vec![b'a'; 1000]);
+    expected.update(vec![b'b'; 3000]);
+    assert_eq!(answer["body_len"], 4000);
+    assert_eq!(answer["body_sha256"], hex::encode(expected.finalize()));
+}
+
+#[tokio::test]
+async fn a_large_body_streams_through_intact() {
+    let function = Function::start().await;
+    let gw = gateway(&function, json!({})).await;
+    let body: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    let digest = hex::encode(Sha256::digest(&body));
+    let resp = gw
+        .client
+        .put(gw.url("/fn/echo-size"))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.expect("json");
+    assert_eq!(answer["body_len"], 8 * 1024 * 1024);
+    assert_eq!(answer["body_sha256"], digest);
+}
+
+#[tokio::test]
+async fn a_streamed_body_over_max_req_body_size_is_413() {
+    let function = Function::start().await;
+    let gw = gateway(&function, json!({"max_req_body_size": 1024})).await;
+    // Declared too large: refused before the function is contacted.
+    let resp = gw
+        .client
+        .post(gw.url("/fn/echo-size"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 413);
+    assert_eq!(function.requests.load(Ordering::SeqCst), 0);
+    // Chunked, found too large while streaming.
+    let chunks =
+        futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
+    let resp = gw
+        .client
+        .post(gw.url("/fn/echo-size"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 413);
+    // Within the limit, chunked: forwarded whole.
+    let chunks =
+        futures_util::stream::iter((0..2).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 512])));
+    let resp = gw
+        .client
+        .post(gw.url("/fn/echo-size"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.expect("json");
+    assert_eq!(answer["body_len"], 1024);
+}
