@@ -1,6 +1,7 @@
 //! aws-lambda (and the serverless forwarding it shares) streams bodies both ways when nothing needs
 //! the whole body: the function gets the client's first bytes before the client sent the rest, and
-//! the client gets the function's first bytes before the function finished.
+//! the client gets the function's first bytes before the function finished. A function offering
+//! HTTP/2 through ALPN is reached over HTTP/2.
 
 mod common;
 
@@ -243,4 +244,51 @@ async fn a_streamed_body_over_max_req_body_size_is_413() {
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().await.expect("json");
     assert_eq!(answer["body_len"], 1024);
+}
+
+#[tokio::test]
+async fn a_function_offering_http2_is_reached_over_http2_with_connections_reused() {
+    let function = common::MockUpstream::start_tls_h2("h2-function").await;
+    let gw = TestGateway::start().await;
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/h2/*", "plugins": {"aws-lambda": {
+            "function_uri": format!("https://127.0.0.1:{}/default", function.addr.port()),
+            "authorization": {"apikey": "k"}, "ssl_verify": false}}}),
+    )
+    .await;
+    for _ in 0..3 {
+        let resp = gw.get("/h2/x?a=1").await;
+        assert_eq!(resp.status(), 200);
+        let echo: Value = resp.json().await.expect("json");
+        assert_eq!(echo["upstream"], "h2-function");
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert_eq!(echo["headers"]["x-api-key"], "k");
+        assert!(
+            echo["uri"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/default/x?a=1")),
+            "{echo}"
+        );
+    }
+    // The gateway has 2 workers, each with its own pool: at most one connection each.
+    let connections = function.connections.load(Ordering::SeqCst);
+    assert!(connections <= 2, "{connections} connections for 3 requests");
+}
+
+#[tokio::test]
+async fn a_function_offering_only_http1_is_reached_over_http1() {
+    let function = common::MockUpstream::start_tls("h1-function").await;
+    let gw = TestGateway::start().await;
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/h1/*", "plugins": {"aws-lambda": {
+            "function_uri": format!("https://127.0.0.1:{}/default", function.addr.port()),
+            "authorization": {"apikey": "k"}, "ssl_verify": false}}}),
+    )
+    .await;
+    let resp = gw.get("/h1/x").await;
+    assert_eq!(resp.status(), 200);
+    let echo: Value = resp.json().await.expect("json");
+    assert_eq!(echo["version"], "HTTP/1.1");
 }

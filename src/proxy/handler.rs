@@ -346,6 +346,7 @@ async fn forward(
             host: node.host.clone(),
             port: node.port,
             tls_verify: upstream.tls_verify,
+            h2: false,
         };
         match pool::call(&endpoint, request, options).await {
             Ok(response) => {

@@ -17,7 +17,8 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -37,6 +38,9 @@ pub(crate) struct Endpoint {
     pub(crate) port: u16,
     /// Verify the peer certificate and name (https only).
     pub(crate) tls_verify: bool,
+    /// Offer HTTP/2 through ALPN (https only) and use it when the server picks it; HTTP/1.1
+    /// otherwise. An HTTP/2 connection carries concurrent requests and stays pooled while in use.
+    pub(crate) h2: bool,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -142,15 +146,76 @@ impl Classify for CallError {
     }
 }
 
+/// One connection's request handle.
+enum Sender {
+    H1(http1::SendRequest<OutBody>),
+    H2(http2::SendRequest<OutBody>),
+}
+
+type TrySend = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<OutBody>>>;
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        }
+    }
+
+    async fn try_send(&mut self, request: Request<OutBody>) -> TrySend {
+        match self {
+            Sender::H1(s) => s.try_send_request(request).await,
+            Sender::H2(s) => s.try_send_request(h2_form(request)).await,
+        }
+    }
+
+    async fn send(&mut self, request: Request<OutBody>) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Sender::H1(s) => s.send_request(request).await,
+            Sender::H2(s) => s.send_request(h2_form(request)).await,
+        }
+    }
+}
+
+/// HTTP/2 carries the target as `:scheme` and `:authority`: the URI becomes absolute, with the
+/// Host header as its authority.
+fn h2_form(mut request: Request<OutBody>) -> Request<OutBody> {
+    let authority = request
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_owned));
+    let mut parts = request.uri().clone().into_parts();
+    if parts.authority.is_none() {
+        parts.authority = authority.and_then(|a| a.parse().ok());
+    }
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = http::Version::HTTP_2;
+    request
+}
+
 struct Idle {
-    sender: http1::SendRequest<OutBody>,
+    sender: Sender,
     since: Instant,
     served: u64,
 }
 
 thread_local! {
     static POOL: RefCell<HashMap<Endpoint, VecDeque<Idle>>> = RefCell::new(HashMap::new());
-    static TLS: RefCell<HashMap<bool, tokio_native_tls::TlsConnector>> = RefCell::new(HashMap::new());
+    static TLS: RefCell<HashMap<(bool, bool), tokio_native_tls::TlsConnector>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Sends one request and returns the response with a body that streams from the upstream.
@@ -166,7 +231,7 @@ pub(crate) async fn call(
     let ep = || endpoint.to_string();
     // Idle connections may have been closed by the peer; hyper hands the request back in that case.
     while let Some(mut idle) = take_idle(endpoint, options.keepalive) {
-        match idle.sender.try_send_request(request).await {
+        match idle.sender.try_send(request).await {
             Ok(response) => {
                 idle.served += 1;
                 return Ok(finish(response, endpoint, idle, options));
@@ -191,7 +256,7 @@ pub(crate) async fn call(
     };
     let sent = tokio::time::timeout(
         options.send_timeout.max(options.read_timeout),
-        sender.send_request(request),
+        sender.send(request),
     )
     .await;
     match sent {
@@ -222,8 +287,20 @@ fn finish(
     idle: Idle,
     options: CallOptions,
 ) -> Response<UpstreamBody> {
+    // An HTTP/2 connection stays in the pool while it carries requests (see take_idle).
+    let h2 = matches!(idle.sender, Sender::H2(_));
+    if h2 && let Some(pool) = options.keepalive {
+        release(endpoint.clone(), idle, pool);
+        return response.map(|body| UpstreamBody {
+            inner: body,
+            read_timeout: options.read_timeout,
+            deadline: Box::pin(tokio::time::sleep(options.read_timeout)),
+            endpoint: endpoint.clone(),
+            release: None,
+        });
+    }
     let mut reusable = options.keepalive.filter(|pool| {
-        idle.served < pool.requests && pool.size > 0 && !wants_close(response.headers())
+        !h2 && idle.served < pool.requests && pool.size > 0 && !wants_close(response.headers())
     });
     // A body known to be empty is never polled by the server side, so release the connection now.
     let mut idle = Some(idle);
@@ -260,6 +337,16 @@ fn take_idle(endpoint: &Endpoint, keepalive: Option<KeepalivePool>) -> Option<Id
                 && !idle.sender.is_closed()
                 && idle.sender.is_ready()
             {
+                if let Sender::H2(sender) = &idle.sender {
+                    // Shared: a clone goes out, the connection stays for concurrent requests.
+                    let shared = Idle {
+                        sender: Sender::H2(sender.clone()),
+                        since: idle.since,
+                        served: idle.served,
+                    };
+                    queue.push_back(idle);
+                    return Some(shared);
+                }
                 return Some(idle);
             }
         }
@@ -276,6 +363,12 @@ fn release(endpoint: Endpoint, mut idle: Idle, pool: KeepalivePool) {
         let mut p = p.borrow_mut();
         let queue = p.entry(endpoint).or_default();
         queue.retain(|i| !i.sender.is_closed() && i.since.elapsed() < pool.idle_timeout);
+        if matches!(idle.sender, Sender::H2(_))
+            && queue.iter().any(|i| matches!(i.sender, Sender::H2(_)))
+        {
+            // One HTTP/2 connection per endpoint is enough: it is already pooled.
+            return;
+        }
         if queue.len() >= pool.size {
             queue.pop_front();
         }
@@ -283,10 +376,7 @@ fn release(endpoint: Endpoint, mut idle: Idle, pool: KeepalivePool) {
     });
 }
 
-async fn connect(
-    endpoint: &Endpoint,
-    timeout: Duration,
-) -> Result<http1::SendRequest<OutBody>, CallError> {
+async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Sender, CallError> {
     let ep = || endpoint.to_string();
     let tcp = tokio::time::timeout(
         timeout,
@@ -300,13 +390,14 @@ async fn connect(
     })?;
     let _ = tcp.set_nodelay(true);
     match endpoint.scheme {
-        Scheme::Http => handshake(TokioIo::new(tcp), endpoint).await,
+        Scheme::Http => handshake(TokioIo::new(tcp), endpoint).await.map(Sender::H1),
         Scheme::Https => {
-            let connector =
-                tls_connector(endpoint.tls_verify).map_err(|source| CallError::Tls {
+            let connector = tls_connector(endpoint.tls_verify, endpoint.h2).map_err(|source| {
+                CallError::Tls {
                     endpoint: ep(),
                     source,
-                })?;
+                }
+            })?;
             let tls = tokio::time::timeout(timeout, connector.connect(&endpoint.host, tcp))
                 .await
                 .map_err(|_| CallError::ConnectTimeout { endpoint: ep() })?
@@ -314,7 +405,21 @@ async fn connect(
                     endpoint: ep(),
                     source,
                 })?;
-            handshake(TokioIo::new(tls), endpoint).await
+            let negotiated_h2 =
+                endpoint.h2 && matches!(tls.get_ref().negotiated_alpn(), Ok(Some(p)) if p == b"h2");
+            if negotiated_h2 {
+                let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(|source| CallError::Handshake {
+                        endpoint: ep(),
+                        source,
+                    })?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                return Ok(Sender::H2(sender));
+            }
+            handshake(TokioIo::new(tls), endpoint).await.map(Sender::H1)
         }
     }
 }
@@ -340,18 +445,26 @@ where
     Ok(sender)
 }
 
-fn tls_connector(verify: bool) -> Result<tokio_native_tls::TlsConnector, native_tls::Error> {
+fn tls_connector(
+    verify: bool,
+    h2: bool,
+) -> Result<tokio_native_tls::TlsConnector, native_tls::Error> {
     TLS.with(|cache| {
-        if let Some(c) = cache.borrow().get(&verify) {
+        if let Some(c) = cache.borrow().get(&(verify, h2)) {
             return Ok(c.clone());
         }
+        let alpn: &[&str] = if h2 {
+            &["h2", "http/1.1"]
+        } else {
+            &["http/1.1"]
+        };
         let connector = native_tls::TlsConnector::builder()
             .danger_accept_invalid_certs(!verify)
             .danger_accept_invalid_hostnames(!verify)
-            .request_alpns(&["http/1.1"])
+            .request_alpns(alpn)
             .build()?;
         let connector = tokio_native_tls::TlsConnector::from(connector);
-        cache.borrow_mut().insert(verify, connector.clone());
+        cache.borrow_mut().insert((verify, h2), connector.clone());
         Ok(connector)
     })
 }

@@ -279,6 +279,12 @@ impl MockUpstream {
         Self::spawn(name, Some(tls_acceptor(&["localhost", "127.0.0.1"]))).await
     }
 
+    /// Over HTTPS, offering HTTP/2 (and HTTP/1.1) through ALPN.
+    pub async fn start_tls_h2(name: &str) -> MockUpstream {
+        let acceptor = tls_acceptor_alpn(&["localhost", "127.0.0.1"], &[b"h2", b"http/1.1"]);
+        Self::spawn(name, Some(acceptor)).await
+    }
+
     async fn spawn(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -432,6 +438,11 @@ pub fn route_to(uri: &str, node: &str) -> Value {
 
 /// A TLS acceptor (HTTP/1.1 via ALPN) with a self-signed certificate for the given names.
 pub fn tls_acceptor(names: &[&str]) -> tokio_rustls::TlsAcceptor {
+    tls_acceptor_alpn(names, &[b"http/1.1"])
+}
+
+/// A TLS acceptor offering these ALPN protocols, with a self-signed certificate for the names.
+pub fn tls_acceptor_alpn(names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
@@ -448,7 +459,7 @@ pub fn tls_acceptor(names: &[&str]) -> tokio_rustls::TlsAcceptor {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .expect("server cert");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 

@@ -79,6 +79,8 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
             .to_owned(),
         port,
         tls_verify: req.get::<Option<bool>>("ssl_verify")?.unwrap_or(true),
+        // A function or API over TLS is reached over HTTP/2 when it offers it.
+        h2: scheme == Scheme::Https,
     };
     let body = if req.get::<Option<bool>>("client_body")?.unwrap_or(false) {
         let limit = req.get::<Option<u64>>("client_body_limit")?;
