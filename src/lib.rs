@@ -20,6 +20,7 @@ pub mod aws;
 pub mod cli;
 mod config;
 mod error;
+mod keyring;
 mod plugin;
 mod proxy;
 mod router;
@@ -134,9 +135,28 @@ impl Gateway {
     }
 
     /// Writes every stored resource in APISIX's standalone format (`conf/apisix.yaml`, ending in `#END`).
+    /// Fields stored encrypted (`apisix.data_encryption`) are written in plaintext, as APISIX's
+    /// standalone file holds them.
     pub fn export(&self) -> Result<String, StartError> {
-        let opened = block_on(open_store(&self.loaded, &self.env))?;
-        Ok(store::yaml::render(&opened.store.snapshot().state))
+        let config = &self.loaded.config;
+        let store = Arc::new(block_on(open_store(&self.loaded, &self.env))?.store);
+        let state = store.snapshot().state.clone();
+        let Some(keyring) = keyring_of(config) else {
+            return Ok(store::yaml::render(&state));
+        };
+        let plugins = plugin::PluginHost::start(plugin_settings(config, 1), store.clone())
+            .map_err(|e| StartError::Plugins(e.to_string()))?;
+        let mut items = Vec::new();
+        for kind in schema::ResourceKind::ALL {
+            for item in state.list(kind) {
+                let mut item = store::Item::clone(item);
+                let id = item.id().to_owned();
+                keyring.seal_object(&*plugins, kind, &id, &mut item.value, keyring::Seal::Open);
+                items.push((kind, item));
+            }
+        }
+        let plain = store::ConfigState::from_items(state.revision(), items);
+        Ok(store::yaml::render(&plain))
     }
 
     /// Reads a standalone file (YAML ending in `#END`, or JSON for a `.json` file) and writes its
@@ -189,12 +209,23 @@ impl Gateway {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let imported = runtime.block_on(async {
             let mut imported = 0usize;
+            let keyring = keyring_of(config);
             for kind in store::yaml::Source::order() {
                 for item in state.list(kind) {
+                    let mut value = item.value.clone();
+                    if let Some(keyring) = &keyring {
+                        keyring.seal_object(
+                            &*plugins,
+                            kind,
+                            item.id(),
+                            &mut value,
+                            keyring::Seal::Close,
+                        );
+                    }
                     let change = store::Change::Put {
                         kind,
                         id: item.id().to_owned(),
-                        value: item.value.clone(),
+                        value,
                     };
                     store
                         .write(change)
@@ -264,6 +295,7 @@ impl Gateway {
             allow: config.allow_admin().to_vec(),
             plugins: plugins.clone(),
             read_only: standalone.is_some() || config.role() == config::Role::DataPlane,
+            keyring: keyring_of(config),
         });
         // A control plane serves the Admin API only, as APISIX's does.
         let serves_traffic = config.role() != config::Role::ControlPlane;
@@ -357,6 +389,12 @@ impl Gateway {
     }
 }
 
+fn keyring_of(config: &config::Config) -> Option<keyring::Keyring> {
+    config
+        .encryption_keys()
+        .and_then(|keys| keyring::Keyring::new(&keys))
+}
+
 fn plugin_settings(config: &config::Config, workers: usize) -> plugin::PluginSettings {
     plugin::PluginSettings {
         dir: config.plugins_dir().to_path_buf(),
@@ -373,6 +411,7 @@ fn plugin_settings(config: &config::Config, workers: usize) -> plugin::PluginSet
             .map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX)),
         phase_time_limit: config.apisix.plugin_time_limit,
         workers,
+        keyring: keyring_of(config),
     }
 }
 

@@ -85,6 +85,18 @@ async fn respond(
     let mut body = req.into_body();
     let mut hasher = Sha256::new();
     let mut len = 0usize;
+    if path.ends_with("/mismatch") {
+        // What API Gateway answers a bad signature with: the expected canonical request, which
+        // carries the caller's session token.
+        let message = "The request signature we calculated does not match the signature you provided. \
+            Check your AWS Secret Access Key and signing method. Consult the service documentation for details.\n\n\
+            The Canonical String for this request should have been\n'GET\n/default/mismatch\n\nhost:fn\n\
+            x-amz-security-token:SECRET-SESSION-TOKEN\n'";
+        let body = json!({ "message": message }).to_string();
+        let mut resp = Response::new(http_body_util::Full::new(Bytes::from(body)).boxed());
+        *resp.status_mut() = hyper::StatusCode::FORBIDDEN;
+        return Ok(resp);
+    }
     if path.ends_with("/drip") {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
         tokio::spawn(async move {
@@ -291,4 +303,20 @@ async fn a_function_offering_only_http1_is_reached_over_http1() {
     assert_eq!(resp.status(), 200);
     let echo: Value = resp.json().await.expect("json");
     assert_eq!(echo["version"], "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn an_aws_signature_mismatch_body_loses_the_echoed_canonical_request() {
+    let function = Function::start().await;
+    let gw = gateway(&function, json!({})).await;
+    let resp = gw.get("/fn/mismatch").await;
+    assert_eq!(resp.status(), 403);
+    let text = resp.text().await.expect("body");
+    assert!(!text.contains("SECRET-SESSION-TOKEN"), "{text}");
+    let body: Value = serde_json::from_str(&text).expect("still JSON");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("The request signature we calculated does not match"),
+        "{message}"
+    );
 }

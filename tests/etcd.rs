@@ -568,3 +568,51 @@ async fn tls_with_a_client_certificate_reaches_etcd() {
     .await;
     assert!(err.contains(&etcd.endpoint()), "{err}");
 }
+
+#[tokio::test]
+async fn plugin_secrets_are_encrypted_in_etcd_and_plain_to_the_admin_api_and_the_plugin() {
+    let etcd = EtcdServer::start().await;
+    let function = MockUpstream::start("function").await;
+    // APISIX's own test keyring; the first key encrypts.
+    let gw = TestGateway::builder()
+        .etcd(&etcd.endpoint(), "/apisix", "traditional", "")
+        .apisix_yaml("  data_encryption:\n    keyring: [edd1c9f0985e76a2]\n")
+        .start()
+        .await;
+    let conf = json!({
+        "function_uri": format!("http://{}/default/fn", function.node()),
+        "authorization": {"apikey": "test-api-key"}
+    });
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/fn", "plugins": {"aws-lambda": conf}}),
+    )
+    .await;
+    // Stored encrypted: base64(AES-128-CBC) with the key as IV, the bytes APISIX writes.
+    let stored = etcd.get_json("/apisix/routes/1").await.expect("route");
+    assert_eq!(
+        stored["plugins"]["aws-lambda"]["authorization"]["apikey"],
+        "KmjDqNkKEE39RiuQS4o2wg=="
+    );
+    assert_eq!(
+        stored["plugins"]["aws-lambda"]["function_uri"], conf["function_uri"],
+        "fields not listed in encrypt_fields stay plain"
+    );
+    // The Admin API shows the plaintext, and the plugin sends it.
+    let (_, read) = gw.admin("GET", "/routes/1", None).await;
+    assert_eq!(
+        read["value"]["plugins"]["aws-lambda"]["authorization"]["apikey"],
+        "test-api-key"
+    );
+    let echo = body(&gw, "/fn").await;
+    assert_eq!(echo["headers"]["x-api-key"], "test-api-key");
+
+    // A key APISIX encrypted with an older keyring key still decrypts (keys are tried in order).
+    let gw2 = TestGateway::builder()
+        .etcd(&etcd.endpoint(), "/apisix", "data_plane", "")
+        .apisix_yaml("  data_encryption:\n    keyring: [qeddd145sfvddff3, edd1c9f0985e76a2]\n")
+        .start()
+        .await;
+    let echo = body(&gw2, "/fn").await;
+    assert_eq!(echo["headers"]["x-api-key"], "test-api-key");
+}

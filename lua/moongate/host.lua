@@ -187,13 +187,60 @@ local function phases_of(chain)
     return phases
 end
 
+-- Fields listed in a schema's encrypt_fields are stored encrypted (apisix.data_encryption): the
+-- plugin runs on the plaintext. A value no key decrypts stays as it is.
+function _M.decrypt_fields(conf, fields)
+    if type(conf) ~= "table" or type(fields) ~= "table" then
+        return conf
+    end
+    for _, path in ipairs(fields) do
+        local node, last = conf, nil
+        for segment in string.gmatch(path, "[^%.]+") do
+            if last ~= nil then
+                node = type(node) == "table" and node[last] or nil
+            end
+            last = segment
+        end
+        if type(node) == "table" and type(node[last]) == "string" then
+            local plain = native.decrypt(node[last])
+            if plain then
+                node[last] = plain
+            end
+        end
+    end
+    return conf
+end
+
+-- Consumer confs of a plugin come decrypted too (its consumer_schema's encrypt_fields, else its
+-- schema's). The native hands out the same list until the consumers change: decrypt it once.
+local consumers_by_plugin = native.consumers_by_plugin
+local decrypted_lists = setmetatable({}, { __mode = "k" })
+native.consumers_by_plugin = function(name)
+    local list = consumers_by_plugin(name)
+    if type(list) ~= "table" or decrypted_lists[list] then
+        return list
+    end
+    local mod = _M.plugins[name]
+    local schema = mod and (mod.consumer_schema or mod.schema)
+    local fields = type(schema) == "table" and schema.encrypt_fields
+    if fields then
+        for _, consumer in ipairs(list) do
+            if type(consumer.plugins) == "table" then
+                _M.decrypt_fields(consumer.plugins[name], fields)
+            end
+        end
+    end
+    decrypted_lists[list] = true
+    return list
+end
+
 local function entries(list, out, skip, global)
     local group = {}
     for i = 1, #list do
         local item = list[i]
         local mod = _M.plugins[item.name]
         if mod and not (skip and skip[item.name]) then
-            local conf = json_decode(item.conf)
+            local conf = _M.decrypt_fields(json_decode(item.conf), mod.schema.encrypt_fields)
             if type(conf) == "table" then
                 -- The data plane runs on a conf with the schema's defaults filled in, as APISIX does.
                 local ok, err = check_conf(mod, conf, nil)

@@ -70,6 +70,28 @@ local function encode_path(path)
     return (str_gsub(path, "[^%w%-%._~!%$&'%(%)%*%+,;=:@/]", pct))
 end
 
+-- AWS's signature-mismatch answer echoes the canonical request it expected, which holds the
+-- x-amz-security-token: that part is cut before the body is logged or handed to the client (APISIX
+-- passes it on). A JSON {"message": ...} stays valid JSON.
+local function without_echoed_request(body)
+    local at = str_find(body, "The Canonical String", 1, true)
+    if not at then
+        return body
+    end
+    local decoded = core.json.decode(body)
+    if type(decoded) == "table" and type(decoded.message) == "string" then
+        local cut = str_find(decoded.message, "The Canonical String", 1, true)
+        if cut then
+            decoded.message = str_sub(decoded.message, 1, cut - 1) .. "..."
+            local encoded = core.json.encode(decoded)
+            if encoded then
+                return encoded
+            end
+        end
+    end
+    return str_sub(body, 1, at - 1) .. "..."
+end
+
 -- The names listed in a Connection header are hop-by-hop for this message too.
 local function connection_tokens(value, out)
     if type(value) == "table" then
@@ -273,12 +295,8 @@ return function(plugin_name, version, priority, request_processor, authz_schema,
 
         local res_body = res.body or ""
         if res.status >= 400 then
+            res_body = without_echoed_request(res_body)
             local shown = res_body
-            -- AWS echoes the expected canonical request, which holds the session token: not logged.
-            local echoed = str_find(shown, "The Canonical String", 1, true)
-            if echoed then
-                shown = str_sub(shown, 1, echoed - 1) .. "..."
-            end
             if #shown > MAX_LOGGED_BODY then
                 shown = str_sub(shown, 1, MAX_LOGGED_BODY) .. "..."
             end

@@ -60,6 +60,8 @@ pub(crate) struct Admin {
     pub(crate) plugins: Arc<dyn PluginCatalog>,
     /// Standalone mode: the configuration comes from a file, so every write is refused.
     pub(crate) read_only: bool,
+    /// Encrypts plugin conf fields listed in `encrypt_fields` before they are stored.
+    pub(crate) keyring: Option<crate::keyring::Keyring>,
 }
 
 /// An Admin API response body.
@@ -265,6 +267,7 @@ mod tests {
             allow: Vec::new(),
             plugins: Arc::new(NoPlugins),
             read_only: true,
+            keyring: None,
         };
         let peer = IpAddr::from([127, 0, 0, 1]);
         for method in ["PUT", "POST", "PATCH", "DELETE"] {

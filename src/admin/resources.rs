@@ -4,6 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::{Admin, AdminResponse, SchemaType, error, form_pairs, json_response};
+use crate::keyring::Seal;
 use crate::schema::ResourceKind;
 use crate::store::{Change, Item, StoreError};
 
@@ -154,18 +155,20 @@ async fn resource(
     }
 }
 
-fn item_json(item: &Item) -> Value {
+fn item_json(admin: &Admin, item: &Item) -> Value {
     json!({
         "key": item.key,
-        "value": display_value(item),
+        "value": display_value(admin, item),
         "createdIndex": item.created_index,
         "modifiedIndex": item.modified_index,
     })
 }
 
 /// What GET shows of a stored value: an `ssls` private key is never returned.
-fn display_value(item: &Item) -> Value {
+fn display_value(admin: &Admin, item: &Item) -> Value {
     let mut value = item.value.clone();
+    let (kind, id) = kind_and_id(item);
+    seal(admin, kind, id, &mut value, Seal::Open);
     if item.key.starts_with("/apisix/ssls/")
         && let Value::Object(map) = &mut value
     {
@@ -173,6 +176,25 @@ fn display_value(item: &Item) -> Value {
         map.remove("keys");
     }
     value
+}
+
+/// Encrypts (before storing) or decrypts (before showing) the `encrypt_fields` of an object's plugin
+/// confs; nothing happens without a keyring.
+fn seal(admin: &Admin, kind: ResourceKind, id: &str, value: &mut Value, direction: Seal) {
+    if let Some(keyring) = &admin.keyring {
+        keyring.seal_object(&*admin.plugins, kind, id, value, direction);
+    }
+}
+
+/// The kind and id of a stored item, from its key.
+fn kind_and_id(item: &Item) -> (ResourceKind, &str) {
+    let kind = item
+        .key
+        .split('/')
+        .nth(2)
+        .and_then(ResourceKind::from_collection)
+        .unwrap_or(ResourceKind::Route);
+    (kind, item.id())
 }
 
 fn not_found() -> AdminResponse {
@@ -186,7 +208,7 @@ fn not_found() -> AdminResponse {
 fn get(admin: &Admin, kind: ResourceKind, id: &str) -> AdminResponse {
     let snapshot = admin.store.snapshot();
     match snapshot.state.get(kind, id) {
-        Some(item) => json_response(StatusCode::OK, &item_json(item)),
+        Some(item) => json_response(StatusCode::OK, &item_json(admin, item)),
         None => not_found(),
     }
 }
@@ -240,7 +262,7 @@ fn list(admin: &Admin, kind: ResourceKind, query: &str) -> AdminResponse {
         .state
         .list(kind)
         .filter(|i| matches(i))
-        .map(|i| item_json(i))
+        .map(|i| item_json(admin, i))
         .collect();
     let total = items.len();
     let items = match (page, page_size) {
@@ -340,10 +362,11 @@ async fn post(admin: &Admin, kind: ResourceKind, body: &[u8]) -> AdminResponse {
     if let Err(resp) = validate(admin, kind, None, &mut value, None) {
         return resp;
     }
+    seal(admin, kind, "", &mut value, Seal::Close);
     match admin.store.create(kind, value).await {
         Ok(item) => json_response(
             StatusCode::OK,
-            &json!({"key": item.key, "value": display_value(&item)}),
+            &json!({"key": item.key, "value": display_value(admin, &item)}),
         ),
         Err(err) => store_error(err),
     }
@@ -364,6 +387,7 @@ async fn patch(
         return not_found();
     };
     let mut value = current.value.clone();
+    seal(admin, kind, id, &mut value, Seal::Open);
     if sub_path.is_empty() {
         if !patch.is_object() {
             return error(
@@ -421,6 +445,7 @@ async fn store_value(
     if let Err(resp) = validate(admin, kind, Some(&id), &mut value, existing.as_deref()) {
         return resp;
     }
+    seal(admin, kind, &id, &mut value, Seal::Close);
     let created = existing.is_none();
     match admin.store.write(Change::Put { kind, id, value }).await {
         Ok(Some(item)) => json_response(
@@ -429,7 +454,7 @@ async fn store_value(
             } else {
                 StatusCode::OK
             },
-            &json!({"key": item.key, "value": display_value(&item)}),
+            &json!({"key": item.key, "value": display_value(admin, &item)}),
         ),
         Ok(None) => error(StatusCode::INTERNAL_SERVER_ERROR, "store returned no item"),
         Err(err) => store_error(err),

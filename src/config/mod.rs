@@ -225,6 +225,16 @@ pub(crate) struct ApisixConfig {
     /// Moongate: how long one plugin phase call may run before it is stopped.
     #[serde(deserialize_with = "de_duration")]
     pub(crate) plugin_time_limit: Duration,
+    pub(crate) data_encryption: DataEncryption,
+}
+
+/// `apisix.data_encryption`: plugin conf fields named in a schema's `encrypt_fields` are stored
+/// encrypted with the first key (AES-128-CBC, as APISIX); every key is tried to decrypt.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DataEncryption {
+    pub(crate) enable_encrypt_fields: bool,
+    #[serde(default)]
+    pub(crate) keyring: Vec<Secret>,
 }
 
 /// `apisix.ssl`.
@@ -674,6 +684,27 @@ fn validate(
         ));
     }
 
+    let encryption = &config.apisix.data_encryption;
+    if encryption.enable_encrypt_fields {
+        if encryption.keyring.is_empty() {
+            return Err(invalid_at(
+                "apisix.data_encryption.keyring",
+                "enable_encrypt_fields needs at least one key".into(),
+            ));
+        }
+        if let Some((i, _)) = encryption
+            .keyring
+            .iter()
+            .enumerate()
+            .find(|(_, k)| k.expose().len() != 16)
+        {
+            return Err(invalid_at(
+                &format!("apisix.data_encryption.keyring[{i}]"),
+                "each key must be 16 characters long (AES-128)".into(),
+            ));
+        }
+    }
+
     if deployment.admin.admin_api_version != "v3" {
         return Err(invalid_at(
             "deployment.admin.admin_api_version",
@@ -969,6 +1000,18 @@ impl Config {
     /// How long shutdown waits for in-flight requests (`nginx_config.worker_shutdown_timeout`).
     pub(crate) fn shutdown_grace(&self) -> Duration {
         self.nginx_config.worker_shutdown_timeout
+    }
+
+    /// The keys that encrypt plugin conf fields at rest, or `None` when that is off.
+    pub(crate) fn encryption_keys(&self) -> Option<Vec<String>> {
+        let encryption = &self.apisix.data_encryption;
+        encryption.enable_encrypt_fields.then(|| {
+            encryption
+                .keyring
+                .iter()
+                .map(|k| k.expose().to_owned())
+                .collect()
+        })
     }
 
     /// Whether requests are logged (`nginx_config.http.enable_access_log`).
@@ -1916,6 +1959,8 @@ mod known_keys {
         "apisix.enable_http2",
         "apisix.enable_admin",
         "apisix.data_dir",
+        "apisix.data_encryption.enable_encrypt_fields",
+        "apisix.data_encryption.keyring",
         "apisix.plugins_dir",
         "apisix.plugin_memory_limit",
         "apisix.plugin_time_limit",
@@ -1984,7 +2029,6 @@ mod known_keys {
         "apisix.resolver_timeout",
         "apisix.enable_resolv_search_opt",
         "apisix.disable_sync_configuration_during_start",
-        "apisix.data_encryption",
         "apisix.events",
         "apisix.tracing",
         "apisix.status",
@@ -2499,6 +2543,26 @@ mod tests {
                 .effective_summary()
                 .contains(generated.expose())
         );
+    }
+
+    #[test]
+    fn data_encryption_keys_must_be_16_characters() {
+        let err =
+            from_yaml("apisix:\n  data_encryption:\n    keyring: [qeddd145sfvddff3, short]\n")
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.contains("apisix.data_encryption.keyring[1]")),
+            "{err:?}"
+        );
+        let c = from_yaml(
+            "apisix:\n  data_encryption:\n    enable_encrypt_fields: false\n    keyring: []\n",
+        )
+        .map(|l| l.config);
+        assert!(c.is_ok_and(|c| c.encryption_keys().is_none()));
+        let c = from_yaml("").map(|l| l.config);
+        assert!(c.is_ok_and(|c| c.encryption_keys() == Some(vec!["qeddd145sfvddff3".to_owned()])));
     }
 
     #[test]

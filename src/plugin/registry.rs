@@ -25,6 +25,8 @@ pub(crate) struct PluginSettings {
     pub(crate) phase_time_limit: Duration,
     /// Worker thread count, for `ngx.worker.count()`.
     pub(crate) workers: usize,
+    /// Decrypts conf fields stored encrypted (`apisix.data_encryption`); `None` when that is off.
+    pub(crate) keyring: Option<crate::keyring::Keyring>,
 }
 
 /// One Lua module's source and the chunk name tracebacks show.

@@ -38,6 +38,8 @@ pub struct TestGatewayBuilder {
     dir: Arc<TempDir>,
     extra_yaml: String,
     max_body: String,
+    /// `nginx_config.http.client_header_timeout`, when set (the default is the gateway's own).
+    header_timeout: Option<String>,
     router: String,
     plugins_dir: PathBuf,
     workers: usize,
@@ -46,6 +48,8 @@ pub struct TestGatewayBuilder {
     role_yaml: String,
     /// Whether the role serves the Admin API.
     admin: bool,
+    /// Extra keys under `apisix:` (indented by two spaces).
+    apisix_yaml: String,
 }
 
 impl TestGateway {
@@ -54,11 +58,13 @@ impl TestGateway {
             dir: Arc::new(tempfile::tempdir().expect("temp dir")),
             extra_yaml: String::new(),
             max_body: "0".into(),
+            header_timeout: None,
             router: "radixtree_host_uri".into(),
             plugins_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/plugins")),
             workers: 2,
             role_yaml: String::new(),
             admin: true,
+            apisix_yaml: String::new(),
         }
     }
 
@@ -136,9 +142,24 @@ impl TestGatewayBuilder {
         self
     }
 
+    /// Adds keys under `apisix:` (each line indented by two spaces).
+    pub fn apisix_yaml(mut self, yaml: &str) -> Self {
+        self.apisix_yaml.push_str(yaml);
+        if !yaml.ends_with('\n') {
+            self.apisix_yaml.push('\n');
+        }
+        self
+    }
+
     /// Sets `nginx_config.http.client_max_body_size`.
     pub fn client_max_body_size(mut self, size: &str) -> Self {
         self.max_body = size.to_owned();
+        self
+    }
+
+    /// Sets `nginx_config.http.client_header_timeout` (e.g. `"1s"`, `"500ms"`).
+    pub fn client_header_timeout(mut self, timeout: &str) -> Self {
+        self.header_timeout = Some(timeout.to_owned());
         self
     }
 
@@ -207,12 +228,12 @@ impl TestGatewayBuilder {
   plugin_time_limit: 2s
   router:
     http: {router}
-nginx_config:
+{apisix_extra}nginx_config:
   worker_processes: {workers}
   worker_shutdown_timeout: 5s
   http:
     client_max_body_size: "{max_body}"
-deployment:
+{header_timeout}deployment:
 {role}  admin:
     admin_listen:
       ip: 127.0.0.1
@@ -227,11 +248,17 @@ deployment:
 {extra}"#,
             data = data_dir.display(),
             max_body = self.max_body,
+            header_timeout = self
+                .header_timeout
+                .as_ref()
+                .map(|t| format!("    client_header_timeout: \"{t}\"\n"))
+                .unwrap_or_default(),
             router = self.router,
             workers = self.workers,
             plugins = self.plugins_dir.display(),
             extra = self.extra_yaml,
             role = self.role_yaml,
+            apisix_extra = self.apisix_yaml,
         );
         let path = self.config_path();
         std::fs::write(&path, yaml).expect("write config");

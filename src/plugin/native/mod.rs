@@ -43,6 +43,14 @@ pub(crate) fn install(
         "schema_def_json",
         lua.create_function(|_, ()| Ok(crate::schema::schema_def().to_string()))?,
     )?;
+    // `decrypt(text)`: the plaintext of a field stored encrypted, or nil (see crate::keyring).
+    let keyring = settings.keyring.clone();
+    native.set(
+        "decrypt",
+        lua.create_function(move |_, text: String| {
+            Ok(keyring.as_ref().and_then(|k| k.decrypt(&text)))
+        })?,
+    )?;
     let attrs = lua.to_value(&settings.attrs)?;
     native.set(
         "plugin_attr",
