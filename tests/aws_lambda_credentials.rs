@@ -16,6 +16,9 @@
 //!    else `AWS_PROFILE`, else `default`.
 //!
 //! Static `accesskey`/`secretkey` in the conf always win.
+//!
+//! The same child-process harness checks `ssl_verify` against a function whose certificate a test CA
+//! signed, trusted through OpenSSL's `SSL_CERT_FILE` in the child's environment.
 
 mod common;
 
@@ -694,4 +697,88 @@ async fn a_wrong_environment_secret_gets_aws_403_and_never_reaches_the_log() {
             "the token reached the log:\n{log}"
         );
     }
+}
+
+/// A function over TLS whose certificate (for `localhost`) a test CA signed; answers 200 `tls ok`.
+async fn tls_function() -> (SocketAddr, tempfile::TempDir) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+
+    let [ca, cert, key, _, _] = common::etcd::test_pki();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("ca.pem"), &ca).expect("write CA");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("cert pem");
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server cert");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"tls ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, dir)
+}
+
+impl Moongate {
+    async fn apikey_route(&self, uri: &str, function_uri: &str) {
+        let route = json!({"uri": uri, "plugins": {"aws-lambda": {
+            "function_uri": function_uri, "authorization": {"apikey": "k"}}}});
+        let resp = self
+            .client
+            .put(format!("http://{}/apisix/admin/routes/tls", self.admin))
+            .header("X-API-KEY", ADMIN_KEY)
+            .body(route.to_string())
+            .send()
+            .await
+            .expect("admin request");
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+}
+
+#[tokio::test]
+async fn ssl_verify_true_accepts_a_function_whose_ca_is_trusted_and_refuses_it_otherwise() {
+    let (addr, dir) = tls_function().await;
+    let function_uri = format!("https://localhost:{}/default/fn", addr.port());
+    let ca = dir.path().join("ca.pem");
+    // The system roots, extended with the test CA through OpenSSL's SSL_CERT_FILE.
+    let trusting = Moongate::spawn(&[("SSL_CERT_FILE", ca.to_str().expect("utf-8 path"))]).await;
+    trusting.apikey_route("/tls", &function_uri).await;
+    let a = trusting.get("/tls").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body, Value::String("tls ok".into()));
+    // Without the CA (verification on, the default), the handshake fails: 502.
+    let distrusting = Moongate::spawn(&[]).await;
+    distrusting.apikey_route("/tls", &function_uri).await;
+    let a = distrusting.get("/tls").await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    let log = distrusting.stop().await;
+    assert!(
+        log.contains("localhost"),
+        "the log names the function host: {log}"
+    );
 }

@@ -270,7 +270,7 @@ impl Drop for EtcdServer {
 /// A CA and two certificates it signed, PEM: `[ca, server, server key, client, client key]`. The
 /// server certificate also serves as a client one: etcd's JSON gateway dials etcd's own gRPC port
 /// with it, and `--client-cert-auth` checks that connection too.
-fn test_pki() -> [String; 5] {
+pub fn test_pki() -> [String; 5] {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
