@@ -701,26 +701,10 @@ async fn a_wrong_environment_secret_gets_aws_403_and_never_reaches_the_log() {
 
 /// A function over TLS whose certificate (for `localhost`) a test CA signed; answers 200 `tls ok`.
 async fn tls_function() -> (SocketAddr, tempfile::TempDir) {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls;
-
     let [ca, cert, key, _, _] = common::etcd::test_pki();
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("ca.pem"), &ca).expect("write CA");
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("cert pem");
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server cert");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = common::tls_acceptor_pem(&cert, &key, &[b"http/1.1"]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -121,6 +121,26 @@ impl RequestState {
     }
 }
 
+impl RequestState {
+    /// The request's Content-Length, when it declares one.
+    pub(crate) fn declared_length(&self) -> Option<u64> {
+        self.parts
+            .borrow()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    }
+
+    /// The most body bytes a plugin may read or send on: `max`, never above `client_max_body_size`.
+    pub(crate) fn body_limit(&self, max: Option<u64>) -> Option<u64> {
+        match (max, self.max_body) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 thread_local! {
     static CURRENT: RefCell<Option<Rc<RequestState>>> = const { RefCell::new(None) };
 }

@@ -470,11 +470,16 @@ pub fn tls_acceptor(names: &[&str]) -> tokio_rustls::TlsAcceptor {
 
 /// A TLS acceptor offering these ALPN protocols, with a self-signed certificate for the names.
 pub fn tls_acceptor_alpn(names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let (cert, key) = self_signed(names);
+    tls_acceptor_pem(&cert, &key, alpn)
+}
+
+/// A TLS acceptor for a certificate chain and key given as PEM, offering these ALPN protocols.
+pub fn tls_acceptor_pem(cert: &str, key: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
 
-    let (cert, key) = self_signed(names);
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<Result<_, _>>()
         .expect("cert pem");

@@ -129,17 +129,8 @@ fn set_path_and_query(
 
 /// Reads the client body whole (at most `max` bytes, and never more than `client_max_body_size`).
 async fn read_body(state: &RequestState, max: Option<u64>) -> mlua::Result<Result<Bytes, String>> {
-    let limit = match (max, state.max_body) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let declared = state
-        .parts
-        .borrow()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let limit = state.body_limit(max);
+    let declared = state.declared_length();
     if let (Some(limit), Some(len)) = (limit, declared)
         && len > limit
     {

@@ -193,20 +193,14 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
 /// The error for a client body over its limit, which the serverless plugins answer with 413.
 const TOO_LARGE: &str = "request body too large";
 
-/// The current request's body, to send on: streamed as it arrives (at most `limit` bytes), or the
-/// bytes a plugin already read (kept, so later phases can still read them).
+/// The current request's body, to send on: streamed as it arrives (at most `limit` bytes, and never
+/// more than `client_max_body_size`), or the bytes a plugin already read (kept, so later phases can
+/// still read them).
 fn client_body(limit: Option<u64>) -> Result<OutBody, String> {
     let state = with_current(|s| s.cloned())
         .ok_or_else(|| "client_body needs a request being served".to_owned())?;
-    let limit = limit.unwrap_or(u64::MAX);
-    let declared = state
-        .parts
-        .borrow()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    let limit = state.body_limit(limit).unwrap_or(u64::MAX);
+    if state.declared_length().is_some_and(|len| len > limit) {
         return Err(TOO_LARGE.to_owned());
     }
     let mut body = state.body.borrow_mut();
