@@ -20,6 +20,7 @@ pub mod aws;
 pub mod cli;
 mod config;
 mod error;
+pub mod fuzzing;
 mod keyring;
 mod plugin;
 mod proxy;
