@@ -249,7 +249,7 @@ pub struct StandaloneReport {
 }
 
 /// Parses a standalone file's bytes into one JSON document (`store::yaml::parse`) and stops there.
-pub fn standalone_document(bytes: &[u8], json: bool) -> Result<Value, String> {
+fn standalone_document(bytes: &[u8], json: bool) -> Result<Value, String> {
     yaml::parse(
         Path::new("apisix.yaml"),
         bytes,

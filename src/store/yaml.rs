@@ -237,7 +237,15 @@ pub(crate) fn render(state: &ConfigState) -> String {
     for kind in ORDER {
         let items: Vec<String> = state
             .list(kind)
-            .map(|item| item.value.to_string())
+            .map(|item| match (&item.value, kind) {
+                // Stored without its id (the plugin's name, which is its key): written back.
+                (Value::Object(map), ResourceKind::PluginMetadata) => {
+                    let mut map = map.clone();
+                    map.insert("id".into(), Value::String(item.id().to_owned()));
+                    Value::Object(map).to_string()
+                }
+                (value, _) => value.to_string(),
+            })
             .collect();
         if items.is_empty() {
             continue;

@@ -85,6 +85,13 @@ impl Default for Timeouts {
     }
 }
 
+/// A duration in seconds from configuration or Lua, capped at about 300 years: beyond that a
+/// `Duration` (and the deadlines computed from it) would overflow, and no timeout means more.
+pub(crate) fn seconds(secs: f64) -> Duration {
+    const MAX_SECS: f64 = 1e10;
+    Duration::from_secs_f64(secs.clamp(0.0, MAX_SECS))
+}
+
 impl Timeouts {
     /// Reads `{connect, send, read}` in seconds; a missing field keeps `base`'s value.
     pub(crate) fn from_json(value: &Value, base: Timeouts) -> Timeouts {
@@ -93,7 +100,7 @@ impl Timeouts {
                 .get(name)
                 .and_then(Value::as_f64)
                 .filter(|s| s.is_finite() && *s > 0.0)
-                .map_or(dflt, Duration::from_secs_f64)
+                .map_or(dflt, seconds)
         };
         Timeouts {
             connect: secs("connect", base.connect),
@@ -191,14 +198,14 @@ impl Upstream {
             .get("retry_timeout")
             .and_then(Value::as_f64)
             .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64);
+            .map(seconds);
         let mut keepalive = KeepalivePool::default();
         if let Some(pool) = value.get("keepalive_pool") {
             if let Some(size) = pool.get("size").and_then(Value::as_u64) {
                 keepalive.size = size as usize;
             }
             if let Some(idle) = pool.get("idle_timeout").and_then(Value::as_f64) {
-                keepalive.idle_timeout = Duration::from_secs_f64(idle.max(0.0));
+                keepalive.idle_timeout = seconds(idle);
             }
             if let Some(requests) = pool.get("requests").and_then(Value::as_u64) {
                 keepalive.requests = requests.max(1);

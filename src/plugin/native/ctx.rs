@@ -2,7 +2,6 @@
 //! `ngx.say`, `ngx.exit`, `ngx.ctx`, `ngx.sleep`, `ngx.timer.at`, and the plugin metadata lookups.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -463,7 +462,7 @@ pub(crate) fn register(
         "sleep",
         lua.create_async_function(|_, seconds: f64| async move {
             if seconds.is_finite() && seconds > 0.0 {
-                tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                tokio::time::sleep(crate::upstream::seconds(seconds)).await;
             }
             Ok(())
         })?,
@@ -479,7 +478,7 @@ pub(crate) fn register(
                 };
                 let lua = lua.clone();
                 tokio::task::spawn_local(async move {
-                    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                    tokio::time::sleep(crate::upstream::seconds(delay)).await;
                     let mut call_args = vec![Value::Boolean(false)];
                     call_args.extend(args);
                     if let Err(err) = callback
