@@ -1,6 +1,7 @@
 //! The `moongate` binary: parse the command line, set up logging, run.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -45,10 +46,9 @@ fn main() -> ExitCode {
     if let Some(output) = output {
         return match output {
             Ok(text) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{}", text.trim_end());
-                }
+                // A reader that went away (`moongate export | head`) is not an error.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", text.trim_end()).and_then(|()| out.flush());
                 ExitCode::SUCCESS
             }
             Err(err) => fail(&err.to_string(), err.exit_code()),

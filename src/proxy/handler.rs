@@ -101,9 +101,16 @@ async fn serve(
             return (error_page(StatusCode::BAD_REQUEST), None, None);
         }
     };
+    // Two Host headers make the target ambiguous: refused, as nginx does.
+    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return (error_page(StatusCode::BAD_REQUEST), None, None);
+    }
     let snapshot = dp.store.snapshot();
     let host_with_port = parts_host(&parts).map(str::to_ascii_lowercase);
-    let host = host_with_port.as_deref().map(strip_port);
+    // nginx's `$host`: no port, and no trailing dot of a fully qualified name.
+    let host = host_with_port
+        .as_deref()
+        .map(|h| strip_port(h).trim_end_matches('.'));
     let vars = RequestVars::new(&parts, &path, conn);
     let input = MatchInput {
         path: &path,
@@ -440,12 +447,19 @@ fn content_length<B: Body>(parts: &http::request::Parts, body: &B) -> Option<u64
 }
 
 /// The Host header, or the authority of an HTTP/2 request.
+/// The request's host as nginx's `$host` takes it: the host of an absolute-form request target (and
+/// HTTP/2's `:authority`) first, else the Host header.
 fn parts_host(parts: &http::request::Parts) -> Option<&str> {
     parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .uri
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
 }
 
 fn strip_port(host: &str) -> &str {

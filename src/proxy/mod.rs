@@ -200,7 +200,22 @@ async fn accept_loop(
         let settings = settings.clone();
         let graceful = graceful.clone();
         match tls.clone() {
-            None => serve(TokioIo::new(stream), conn, dp, &settings, &graceful),
+            None => {
+                tokio::task::spawn_local(async move {
+                    // hyper's header timeout starts once it has seen the first bytes; a client that
+                    // sends nothing at all is dropped after the same time.
+                    let mut first = [0u8; 1];
+                    let peeked =
+                        tokio::time::timeout(settings.header_read_timeout, stream.peek(&mut first))
+                            .await;
+                    match peeked {
+                        Ok(Ok(n)) if n > 0 => {
+                            serve(TokioIo::new(stream), conn, dp, &settings, &graceful)
+                        }
+                        _ => tracing::debug!(client = %peer, "nothing received; closed"),
+                    }
+                });
+            }
             Some(acceptor) => {
                 tokio::task::spawn_local(async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await

@@ -93,14 +93,27 @@ impl PluginRun {
             let mut resp = self.state.resp.borrow_mut();
             let status = resp.exit.or(resp.status).unwrap_or(200);
             let body = match resp.stream.take() {
-                Some(stream) => boxed(stream),
-                None => full(std::mem::take(&mut resp.out).freeze()),
+                Some(stream) => Some(boxed(stream)),
+                None if resp.out.is_empty() => None,
+                None => Some(full(std::mem::take(&mut resp.out).freeze())),
             };
             (status, body)
         };
-        let mut response = Response::new(body);
-        *response.status_mut() =
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let response = match body {
+            Some(body) => {
+                let mut response = Response::new(body);
+                *response.status_mut() = status;
+                response
+            }
+            // An error without a body of its own gets the error page, as nginx's ngx.exit gives.
+            None if status.as_u16() >= 400 => error_page(status),
+            None => {
+                let mut response = Response::new(full(bytes::Bytes::new()));
+                *response.status_mut() = status;
+                response
+            }
+        };
         self.finish(response).await
     }
 

@@ -230,8 +230,14 @@ pub(crate) async fn call(
     // Formatted only when an error needs it: this is the hot path.
     let ep = || endpoint.to_string();
     // Idle connections may have been closed by the peer; hyper hands the request back in that case.
+    // The same bound as on a fresh connection below: a warm pool must not wait forever either.
+    let head_timeout = options.send_timeout.max(options.read_timeout);
     while let Some(mut idle) = take_idle(endpoint, options.keepalive) {
-        match idle.sender.try_send(request).await {
+        let sent = match tokio::time::timeout(head_timeout, idle.sender.try_send(request)).await {
+            Ok(sent) => sent,
+            Err(_) => return Err((CallError::ReadTimeout { endpoint: ep() }, None)),
+        };
+        match sent {
             Ok(response) => {
                 idle.served += 1;
                 return Ok(finish(response, endpoint, idle, options));
@@ -254,11 +260,7 @@ pub(crate) async fn call(
         Ok(sender) => sender,
         Err(err) => return Err((err, Some(request))),
     };
-    let sent = tokio::time::timeout(
-        options.send_timeout.max(options.read_timeout),
-        sender.send(request),
-    )
-    .await;
+    let sent = tokio::time::timeout(head_timeout, sender.send(request)).await;
     match sent {
         Ok(Ok(response)) => Ok(finish(
             response,
