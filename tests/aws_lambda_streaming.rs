@@ -258,17 +258,23 @@ async fn a_streamed_body_over_max_req_body_size_is_413() {
     assert_eq!(answer["body_len"], 1024);
 }
 
-#[tokio::test]
-async fn a_function_offering_http2_is_reached_over_http2_with_connections_reused() {
-    let function = common::MockUpstream::start_tls_h2("h2-function").await;
+/// A gateway with an aws-lambda route at `uri` to a function over TLS (not verified).
+async fn tls_function_gateway(function: &common::MockUpstream, uri: &str) -> TestGateway {
     let gw = TestGateway::start().await;
     gw.put(
         "/routes/1",
-        json!({"uri": "/h2/*", "plugins": {"aws-lambda": {
+        json!({"uri": uri, "plugins": {"aws-lambda": {
             "function_uri": format!("https://127.0.0.1:{}/default", function.addr.port()),
             "authorization": {"apikey": "k"}, "ssl_verify": false}}}),
     )
     .await;
+    gw
+}
+
+#[tokio::test]
+async fn a_function_offering_http2_is_reached_over_http2_with_connections_reused() {
+    let function = common::MockUpstream::start_tls_h2("h2-function").await;
+    let gw = tls_function_gateway(&function, "/h2/*").await;
     for _ in 0..3 {
         let resp = gw.get("/h2/x?a=1").await;
         assert_eq!(resp.status(), 200);
@@ -291,14 +297,7 @@ async fn a_function_offering_http2_is_reached_over_http2_with_connections_reused
 #[tokio::test]
 async fn a_function_offering_only_http1_is_reached_over_http1() {
     let function = common::MockUpstream::start_tls("h1-function").await;
-    let gw = TestGateway::start().await;
-    gw.put(
-        "/routes/1",
-        json!({"uri": "/h1/*", "plugins": {"aws-lambda": {
-            "function_uri": format!("https://127.0.0.1:{}/default", function.addr.port()),
-            "authorization": {"apikey": "k"}, "ssl_verify": false}}}),
-    )
-    .await;
+    let gw = tls_function_gateway(&function, "/h1/*").await;
     let resp = gw.get("/h1/x").await;
     assert_eq!(resp.status(), 200);
     let echo: Value = resp.json().await.expect("json");
