@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{ADMIN_KEY, MockUpstream, TestGateway, VIEWER_KEY, route_to};
 use serde_json::{Value, json};
 
@@ -426,4 +428,40 @@ async fn unknown_resource_type_is_404() {
     let (status, body) = gw.admin("GET", "/nothing", None).await;
     assert_eq!(status, 404);
     assert_eq!(body["error_msg"], "Unsupported resource type: nothing");
+}
+
+#[tokio::test]
+async fn allow_admin_refuses_other_clients_before_reading_their_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::builder()
+        .allow_admin(&["10.0.0.0/8", "fd00::/8"])
+        .start()
+        .await;
+    // Loopback is not allowed: 403 even with the admin key.
+    let (status, body) = gw.admin("GET", "/routes", None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error_msg"], "403 Forbidden");
+    // Without a key, and with a body announced but never sent: 403 at once, before the key is
+    // checked and before the body is read.
+    let mut conn = tokio::net::TcpStream::connect(gw.admin)
+        .await
+        .expect("connect");
+    conn.write_all(
+        b"PUT /apisix/admin/routes/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{",
+    )
+    .await
+    .expect("write");
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut head))
+        .await
+        .expect("answered without waiting for the body")
+        .expect("read");
+    assert_eq!(&head, b"HTTP/1.1 403");
+
+    let allowed = TestGateway::builder()
+        .allow_admin(&["10.0.0.0/8", "127.0.0.0/8"])
+        .start()
+        .await;
+    let (status, body) = allowed.admin("GET", "/routes", None).await;
+    assert_eq!(status, 200, "{body}");
 }

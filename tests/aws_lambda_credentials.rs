@@ -25,13 +25,12 @@ mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::ADMIN_KEY;
+use common::process::{GatewayProcess, Spawn};
 use common::sigv4::{Iam, SIGNATURE_MISMATCH, verify_sigv4};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -39,7 +38,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use sha2::Digest;
-use tokio::io::AsyncBufReadExt;
 
 // Each source of credentials has its own key pair, so the stand-in can tell which one signed.
 const ENV_ACCESS: &str = "AKIDFROMENVIRONMENT";
@@ -210,13 +208,16 @@ async fn answer(
 
 /// A `moongate` child on loopback ports, killed when dropped, whose stderr is kept for assertions.
 struct Moongate {
-    child: tokio::process::Child,
-    http: String,
-    admin: String,
-    client: reqwest::Client,
-    stderr: Arc<Mutex<String>>,
-    drain: tokio::task::JoinHandle<()>,
+    process: GatewayProcess,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Moongate {
+    type Target = GatewayProcess;
+
+    fn deref(&self) -> &GatewayProcess {
+        &self.process
+    }
 }
 
 /// What a client of the gateway sees.
@@ -234,67 +235,13 @@ impl Moongate {
 
     async fn spawn_logging(env: &[(&str, &str)], rust_log: &str) -> Moongate {
         let dir = tempfile::tempdir().expect("temp dir");
-        let cfg = dir.path().join("config.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "apisix:\n  node_listen: [\"127.0.0.1:0\"]\n  ssl:\n    enable: false\n  data_dir: \"{}\"\n  plugins_dir: \"{}\"\nnginx_config:\n  worker_processes: 1\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: 0}}\n    admin_key: [{{name: admin, key: {ADMIN_KEY}, role: admin}}]\n",
-                dir.path().join("store").display(),
-                concat!(env!("CARGO_MANIFEST_DIR"), "/plugins"),
-            ),
-        )
-        .expect("write config");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_moongate"));
-        cmd.arg("-c")
-            .arg(&cfg)
-            .env_clear()
-            .env("RUST_LOG", rust_log)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(path) = std::env::var_os("PATH") {
-            cmd.env("PATH", path);
-        }
-        let mut child = cmd.spawn().expect("spawn moongate");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let started = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let plain = strip_ansi(&line);
-                push_line(&stderr, &plain);
-                if plain.contains("moongate started") {
-                    return Some(plain);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(started) = started else {
-            let log = stderr.lock().expect("stderr buffer").clone();
-            panic!("moongate did not log its start:\n{log}");
+        let how = Spawn {
+            env: Some(env),
+            rust_log,
+            file_limit_kib: None,
         };
-        // Keep reading stderr, so the child never blocks on a full pipe and the log stays whole.
-        let sink = stderr.clone();
-        let drain = tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                push_line(&sink, &strip_ansi(&line));
-            }
-        });
         Moongate {
-            child,
-            http: between(&started, "http=[", "]"),
-            admin: between(&started, "admin=Some(", ")"),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-            stderr,
-            drain,
+            process: GatewayProcess::spawn_with(dir.path(), how).await,
             _dir: dir,
         }
     }
@@ -360,47 +307,9 @@ impl Moongate {
     }
 
     /// Kills the child and returns everything it wrote to stderr.
-    async fn stop(mut self) -> String {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.drain).await;
-        self.stderr.lock().expect("stderr buffer").clone()
+    async fn stop(self) -> String {
+        self.process.stop().await
     }
-}
-
-fn push_line(buffer: &Mutex<String>, line: &str) {
-    let mut buffer = buffer.lock().expect("stderr buffer");
-    buffer.push_str(line);
-    buffer.push('\n');
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn between(text: &str, start: &str, end: &str) -> String {
-    let from = text
-        .find(start)
-        .map(|i| i + start.len())
-        .unwrap_or_else(|| panic!("{start:?} in {text:?}"));
-    let to = text[from..]
-        .find(end)
-        .map(|i| from + i)
-        .unwrap_or_else(|| panic!("{end:?} in {text:?}"));
-    text[from..to].to_owned()
 }
 
 /// Writes the shared credentials file every test uses: `[default]` and `[other]` (with a token).

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, MockUpstream, TestGateway, route_to};
+use common::process::{GatewayProcess, Spawn};
+use common::{MockUpstream, TestGateway, route_to};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -130,6 +131,8 @@ enum Misbehaviour {
     Garbage,
     /// Close without answering.
     CloseBeforeHeaders,
+    /// Reads the request head, then neither reads the body nor answers.
+    NeverReadsBody,
     /// Random bytes as soon as the connection opens (before reading anything), then close: what a
     /// TLS client sees from a server that does not speak TLS.
     GarbageFirst,
@@ -155,6 +158,10 @@ async fn misbehaving(behaviour: Misbehaviour) -> SocketAddr {
                     return;
                 }
                 let _ = match behaviour {
+                    Misbehaviour::NeverReadsBody => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok(())
+                    }
                     Misbehaviour::HalfBody => {
                         let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n".to_vec();
                         resp.extend(std::iter::repeat_n(b'h', 50_000));
@@ -376,7 +383,6 @@ async fn read_timeout_applies_on_a_reused_keepalive_connection() {
 }
 
 #[tokio::test]
-#[ignore = "bug: the wait for the response head is bounded by max(send, read) timeouts, not by the read timeout alone once the request is sent (src/upstream/pool.rs call())"]
 async fn read_timeout_bounds_the_response_head_when_the_send_timeout_is_longer() {
     // nginx: proxy_send_timeout bounds writes of the request, proxy_read_timeout the wait for
     // each read of the response, the head included.
@@ -386,7 +392,47 @@ async fn read_timeout_bounds_the_response_head_when_the_send_timeout_is_longer()
     let mut route = route_to("/slow", &slow.node());
     route["timeout"] = json!({"connect": 2, "send": 5, "read": 0.3});
     gw.put("/routes/slow", route).await;
+    let started = Instant::now();
     assert_eq!(gw.get("/slow?sleep_ms=2000").await.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the read timeout (0.3 s) fired, not the send timeout (5 s)"
+    );
+}
+
+#[tokio::test]
+async fn send_timeout_bounds_a_request_body_the_upstream_never_reads() {
+    let _serial = SERIAL.read().await;
+    let (gw, _healthy) = gateway_with_healthy_route().await;
+    let deaf = misbehaving(Misbehaviour::NeverReadsBody).await;
+    gw.put(
+        "/routes/deaf",
+        json!({
+            "uri": "/deaf",
+            "upstream": {"type": "roundrobin", "nodes": {deaf.to_string(): 1}},
+            "timeout": {"connect": 2, "send": 0.5, "read": 60},
+        }),
+    )
+    .await;
+    let load = Load::start(gw.url("/healthy"), 3);
+    // More than the loopback socket buffers hold: the gateway's writes stall.
+    let body = vec![b'b'; 32 << 20];
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(gw.url("/deaf"))
+        .body(body)
+        .send()
+        .await;
+    let elapsed = started.elapsed();
+    // The gateway may answer before the client finished sending and close the connection.
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 504, "a send timeout is a 504");
+    }
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the send timeout (0.5 s) fired, not the read timeout (60 s): took {elapsed:?}"
+    );
+    load.assert_no_failures().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,121 +548,6 @@ async fn failed_upstream_tls_handshakes_are_502() {
 // ---------------------------------------------------------------------------------------------
 // The config store cannot write
 
-/// A gateway process whose file-size limit (`ulimit -f`, with SIGXFSZ ignored so writes past it
-/// fail with EFBIG instead of killing the process) is the store's current size: the next write
-/// that grows the store fails.
-struct Limited {
-    child: tokio::process::Child,
-    http: String,
-    admin: String,
-}
-
-fn config_for(dir: &std::path::Path) -> std::path::PathBuf {
-    let cfg = dir.join("config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "apisix:\n  node_listen: [\"127.0.0.1:0\"]\n  ssl:\n    enable: false\n  data_dir: \"{}\"\n  plugins_dir: \"{}\"\nnginx_config:\n  worker_processes: 1\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: 0}}\n    admin_key: [{{name: admin, key: {}, role: admin}}]\n",
-            dir.join("store").display(),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/plugins"),
-            ADMIN_KEY
-        ),
-    )
-    .expect("write config");
-    cfg
-}
-
-/// Starts the binary; `file_limit_kib` sets `ulimit -f` (in KiB).
-async fn spawn_limited(dir: &std::path::Path, file_limit_kib: Option<u64>) -> Limited {
-    let cfg = config_for(dir);
-    let limit = file_limit_kib.map_or_else(|| "unlimited".to_owned(), |k| k.to_string());
-    let mut child = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(r#"trap '' XFSZ; ulimit -f "$1"; exec "$2" -c "$3""#)
-        .arg("moongate")
-        .arg(limit)
-        .arg(env!("CARGO_BIN_EXE_moongate"))
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let line = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("moongate started") {
-                return Some(line);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("gateway logged its start");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let plain = strip_ansi(&line);
-    Limited {
-        child,
-        http: between(&plain, "http=[", "]"),
-        admin: between(&plain, "admin=Some(", ")"),
-    }
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_escape = false;
-    for c in text.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
-}
-
-fn between(text: &str, start: &str, end: &str) -> String {
-    let from = text
-        .find(start)
-        .map(|i| i + start.len())
-        .expect("start marker");
-    let to = text[from..]
-        .find(end)
-        .map(|i| from + i)
-        .expect("end marker");
-    text[from..to].to_owned()
-}
-
-impl Limited {
-    async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let mut req = client
-            .request(
-                method.parse().expect("method"),
-                format!("http://{}/apisix/admin{path}", self.admin),
-            )
-            .header("X-API-KEY", ADMIN_KEY);
-        if let Some(body) = body {
-            req = req.body(body.to_string());
-        }
-        let resp = req.send().await.expect("admin answers");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-}
-
 /// A route to `node` whose `serverless-pre-function` carries `padding` bytes of Lua comment: a
 /// valid object big enough that storing it must grow the database file.
 fn padded_route(uri: &str, node: &str, padding: usize) -> Value {
@@ -635,27 +566,24 @@ async fn a_store_that_cannot_write_answers_503_and_keeps_the_previous_object() {
     let dir = tempfile::tempdir().expect("tmp");
 
     // First run: store version 1 of the route, then stop.
-    let mut gw = spawn_limited(dir.path(), None).await;
+    let gw = GatewayProcess::spawn(dir.path()).await;
     let v1 = route_to("/v1", &up.node());
     let (status, body) = gw.admin("PUT", "/routes/1", Some(&v1)).await;
     assert_eq!(status, 201, "{body}");
     // A graceful stop, so the next start has nothing to repair.
-    let pid = gw.child.id().expect("pid").to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(20), gw.child.wait())
-        .await
-        .expect("stops");
+    assert!(gw.terminate().await.success());
     let store = dir.path().join("store").join("store.redb");
     let size = std::fs::metadata(&store).expect("store file").len();
 
     // Second run: the store file may not grow beyond its current size (rounded up to a KiB).
-    let gw = spawn_limited(dir.path(), Some(size.div_ceil(1024))).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let gw = GatewayProcess::spawn_with(
+        dir.path(),
+        Spawn {
+            file_limit_kib: Some(size.div_ceil(1024)),
+            ..Spawn::default()
+        },
+    )
+    .await;
     let load = Load::start(format!("http://{}/v1", gw.http), 3);
     let v2 = padded_route("/v2", &up.node(), 1024 * 1024);
     let (status, body) = gw.admin("PUT", "/routes/1", Some(&v2)).await;
@@ -670,7 +598,8 @@ async fn a_store_that_cannot_write_answers_503_and_keeps_the_previous_object() {
         body["value"]["uri"], "/v1",
         "the previous object is kept: {body}"
     );
-    let v2_served = client
+    let v2_served = gw
+        .client
         .get(format!("http://{}/v2", gw.http))
         .send()
         .await

@@ -520,6 +520,127 @@ async fn nul_and_control_bytes_in_header_names_and_values_get_400() {
     still_serving(&gw).await;
 }
 
+/// HPACK for `GET` with the given `:path` and extra headers, all as literals (never indexed, no
+/// Huffman), so any byte reaches the gateway as written.
+fn h2_get_with(path: &[u8], headers: &[(&[u8], &[u8])]) -> Vec<u8> {
+    fn literal(block: &mut Vec<u8>, bytes: &[u8]) {
+        block.push(u8::try_from(bytes.len()).expect("short literal"));
+        block.extend_from_slice(bytes);
+    }
+    let mut block = vec![0x82, 0x86, 0x04];
+    literal(&mut block, path);
+    block.push(0x01);
+    literal(&mut block, b"x");
+    for (name, value) in headers {
+        block.push(0x10);
+        literal(&mut block, name);
+        literal(&mut block, value);
+    }
+    block
+}
+
+/// How the gateway answered one stream on a raw HTTP/2 connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum H2Answer {
+    /// A response whose first header is the HPACK static entry for this status.
+    Status(u16),
+    Reset(u32),
+    GoAway(u32),
+    ConnectionClosed,
+}
+
+/// Sends one request on `stream_id` and reads until that stream is answered.
+async fn h2_answer(conn: &mut tokio::net::TcpStream, stream_id: u32, block: &[u8]) -> H2Answer {
+    conn.write_all(&h2_frame(
+        FRAME_HEADERS,
+        FLAG_END_HEADERS | FLAG_END_STREAM,
+        stream_id,
+        block,
+    ))
+    .await
+    .expect("headers frame");
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), h2_read(conn))
+            .await
+            .expect("an answer within seconds");
+        let Ok((kind, _, id, payload)) = frame else {
+            return H2Answer::ConnectionClosed;
+        };
+        match kind {
+            FRAME_GOAWAY => {
+                return H2Answer::GoAway(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+            FRAME_RST_STREAM if id == stream_id => {
+                return H2Answer::Reset(u32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]));
+            }
+            // Static table: 8 is `:status 200`, 12 `:status 400`.
+            FRAME_HEADERS if id == stream_id => {
+                return match payload.first() {
+                    Some(0x88) => H2Answer::Status(200),
+                    Some(0x8c) => H2Answer::Status(400),
+                    other => panic!("unexpected response head {other:?}"),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_h2_requests_never_reach_the_upstream_and_end_only_their_own_connection() {
+    // RFC 9113 §8.2.1 and §8.3: forbidden bytes in a field, an upper-case or
+    // connection-specific field name, or a bad :path make a request malformed. A field that is
+    // not a valid header at all ends the connection (GOAWAY PROTOCOL_ERROR: the h2 codec cannot
+    // keep decoding after it); a well-formed field that HTTP forbids resets only its stream.
+    const PROTOCOL_ERROR: u32 = 0x1;
+    let (gw, up) = gateway().await;
+    let bad_field = H2Answer::GoAway(PROTOCOL_ERROR);
+    let bad_stream = H2Answer::Reset(PROTOCOL_ERROR);
+    type Fields<'a> = &'a [(&'a [u8], &'a [u8])];
+    let cases: [(&[u8], Fields<'_>, H2Answer); 9] = [
+        (b"/ok", &[(b"x-bad", b"a\x00b")], bad_field),
+        (b"/ok", &[(b"x-bad", b"a\r\nx-injected: 1")], bad_field),
+        (b"/ok", &[(b"x-bad", b"a\nb")], bad_field),
+        (b"/ok", &[(b"X-Bad", b"1")], bad_field),
+        (b"/ok", &[(b"x bad", b"1")], bad_field),
+        (b"/ok", &[(b"x-bad\x00", b"1")], bad_field),
+        (b"/ok", &[(b"connection", b"keep-alive")], bad_stream),
+        (b"/ok\x00", &[], bad_stream),
+        (b"/o k", &[], bad_stream),
+    ];
+    let good = h2_get_with(b"/ok", &[(b"x-opaque", b"\xff")]);
+    for (path, headers, expected) in cases {
+        // A good request first, so the bad one is not the connection's first stream.
+        let mut conn = h2_connect(&gw).await;
+        assert_eq!(h2_answer(&mut conn, 1, &good).await, H2Answer::Status(200));
+        let answer = h2_answer(&mut conn, 3, &h2_get_with(path, headers)).await;
+        assert_eq!(
+            answer,
+            expected,
+            "{:?} {:?}",
+            String::from_utf8_lossy(path),
+            headers
+                .iter()
+                .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+                .collect::<Vec<_>>()
+        );
+        if expected == bad_stream {
+            // The connection carries on.
+            assert_eq!(h2_answer(&mut conn, 5, &good).await, H2Answer::Status(200));
+        }
+    }
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        9 + 3,
+        "only the good requests reached the upstream"
+    );
+    still_serving_h2(&gw).await;
+}
+
 #[tokio::test]
 async fn invalid_utf8_in_a_header_value_is_forwarded_as_opaque_bytes() {
     // RFC 9110 §5.5 allows obs-text (0x80-0xFF) in field values, and nginx passes such values

@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::process::GatewayProcess;
 use common::{MockUpstream, TestGateway, route_to};
 use serde_json::Value;
 
@@ -132,131 +133,105 @@ fn bad_command_line_exits_2() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_exits_zero() {
+async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
+    let up = MockUpstream::start("slow").await;
     let dir = tempfile::tempdir().expect("tmp");
-    let mut gw = spawn_gateway(dir.path()).await;
-    let pid = gw.child.id().expect("pid");
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    let mut gw = GatewayProcess::spawn(dir.path()).await;
+    let (status, _) = gw
+        .admin("PUT", "/routes/1", Some(&route_to("/slow", &up.node())))
+        .await;
+    assert_eq!(status, 201);
+    // 20 requests in flight, each on its own connection, each answered after 1 s.
+    let in_flight: Vec<_> = (0..20)
+        .map(|_| {
+            let url = format!("http://{}/slow?sleep_ms=1000", gw.http);
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .expect("client");
+                let resp = client.get(url).send().await?;
+                let status = resp.status().as_u16();
+                resp.bytes().await.map(|_| status)
+            })
+        })
+        .collect();
+    while up.requests.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.signal("TERM");
+    let signalled = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(&gw.http).await.is_err(),
+        "new connections are refused while draining"
+    );
+    for request in in_flight {
+        let status = request
+            .await
+            .expect("task")
+            .expect("in-flight request completes");
+        assert_eq!(status, 200);
+    }
     let status = tokio::time::timeout(Duration::from_secs(20), gw.child.wait())
         .await
         .expect("exits")
         .expect("status");
     assert_eq!(status.code(), Some(0));
-}
-
-/// A gateway binary on loopback ports with its own store, for tests that kill or measure the process.
-struct Process {
-    child: tokio::process::Child,
-    http: String,
-    admin: String,
-}
-
-async fn spawn_gateway(dir: &std::path::Path) -> Process {
-    let cfg = dir.join("config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "apisix:\n  node_listen: [\"127.0.0.1:0\"]\n  ssl:\n    enable: false\n  data_dir: \"{}\"\n  plugins_dir: \"{}\"\nnginx_config:\n  worker_processes: 1\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: 0}}\n    admin_key: [{{name: admin, key: {}, role: admin}}]\n",
-            dir.join("store").display(),
-            dir.join("plugins").display(),
-            common::ADMIN_KEY
-        ),
-    )
-    .expect("write config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
-        .arg("-c")
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let line = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("moongate started") {
-                return Some(line);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("gateway logged its start");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let plain = String::from_utf8_lossy(&strip_ansi(line.as_bytes())).into_owned();
-    let http = between(&plain, "http=[", "]");
-    let admin = between(&plain, "admin=Some(", ")");
-    Process { child, http, admin }
-}
-
-fn strip_ansi(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == 0x1b {
-            while i < bytes.len() && bytes[i] != b'm' {
-                i += 1;
-            }
-        } else {
-            out.push(bytes[i]);
-        }
-        i += 1;
-    }
-    out
-}
-
-fn between(text: &str, start: &str, end: &str) -> String {
-    let from = text
-        .find(start)
-        .map(|i| i + start.len())
-        .expect("start marker");
-    let to = text[from..]
-        .find(end)
-        .map(|i| from + i)
-        .expect("end marker");
-    text[from..to].to_owned()
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "exited once the in-flight requests were done, long before the drain timeout (240 s)"
+    );
 }
 
 #[tokio::test]
-async fn every_acknowledged_write_survives_kill_9() {
+async fn every_acknowledged_write_survives_kill_9_during_a_burst() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut gw = spawn_gateway(dir.path()).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let mut acknowledged = Vec::new();
-    for i in 0..30 {
-        let resp = client
-            .put(format!("http://{}/apisix/admin/routes/r{i}", gw.admin))
-            .header("X-API-KEY", common::ADMIN_KEY)
-            .body(route_to(&format!("/r/{i}"), "127.0.0.1:1").to_string())
-            .send()
-            .await
-            .expect("admin write");
-        if resp.status().is_success() {
-            acknowledged.push(i);
-        }
-    }
+    let mut gw = GatewayProcess::spawn(dir.path()).await;
+    // Four writers put routes as fast as they are acknowledged, until the gateway is gone.
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let admin = gw.admin.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .expect("client");
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let id = format!("w{writer}-{i}");
+                    let sent = client
+                        .put(format!("http://{admin}/apisix/admin/routes/{id}"))
+                        .header("X-API-KEY", common::ADMIN_KEY)
+                        .body(route_to(&format!("/r/{id}"), "127.0.0.1:1").to_string())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(resp) if resp.status().is_success() => acknowledged.push(id),
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     gw.child.start_kill().expect("kill -9");
     let _ = gw.child.wait().await;
-    let gw = spawn_gateway(dir.path()).await;
-    for i in &acknowledged {
-        let resp = client
-            .get(format!("http://{}/apisix/admin/routes/r{i}", gw.admin))
-            .header("X-API-KEY", common::ADMIN_KEY)
-            .send()
-            .await
-            .expect("admin read");
-        assert_eq!(resp.status(), 200, "route r{i} was acknowledged but lost");
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.expect("writer"));
     }
-    assert_eq!(acknowledged.len(), 30);
+    assert!(
+        acknowledged.len() >= 4,
+        "writes were acknowledged before the kill"
+    );
+    let gw = GatewayProcess::spawn(dir.path()).await;
+    for id in &acknowledged {
+        let (status, body) = gw.admin("GET", &format!("/routes/{id}"), None).await;
+        assert_eq!(status, 200, "route {id} was acknowledged but lost");
+        assert_eq!(body["value"]["uri"], format!("/r/{id}"));
+    }
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -272,19 +247,16 @@ fn peak_rss_kib(pid: u32) -> u64 {
 async fn a_100_mib_body_streams_through_with_flat_memory() {
     let up = MockUpstream::start("u").await;
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = spawn_gateway(dir.path()).await;
+    let gw = GatewayProcess::spawn(dir.path()).await;
+    let (status, _) = gw
+        .admin("PUT", "/routes/1", Some(&route_to("/*", &up.node())))
+        .await;
+    assert_eq!(status, 201);
+    // No overall timeout: 200 MiB cross the gateway.
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client");
-    let resp = client
-        .put(format!("http://{}/apisix/admin/routes/1", gw.admin))
-        .header("X-API-KEY", common::ADMIN_KEY)
-        .body(serde_json::json!({"uri": "/*", "upstream": {"nodes": {up.node(): 1}}}).to_string())
-        .send()
-        .await
-        .expect("admin");
-    assert!(resp.status().is_success());
     let pid = gw.child.id().expect("pid");
     let before = peak_rss_kib(pid);
     let chunk = vec![b'z'; 1024 * 1024];

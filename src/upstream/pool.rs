@@ -63,9 +63,10 @@ impl std::fmt::Display for Endpoint {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallOptions {
     pub(crate) connect_timeout: Duration,
-    /// Bounds the wait for response headers, and then each wait for a body chunk.
+    /// Bounds the wait for response headers once the request is sent, then each wait for a body
+    /// chunk.
     pub(crate) read_timeout: Duration,
-    /// Bounds sending the request (head and body) to the upstream.
+    /// Bounds sending the request body to the upstream.
     pub(crate) send_timeout: Duration,
     /// `None` disables keep-alive: the connection is closed after the response.
     pub(crate) keepalive: Option<KeepalivePool>,
@@ -90,6 +91,8 @@ pub(crate) enum CallError {
     },
     #[error("timed out waiting for {endpoint} to respond")]
     ReadTimeout { endpoint: String },
+    #[error("timed out sending the request to {endpoint}")]
+    SendTimeout { endpoint: String },
     #[error("request to {endpoint} failed: {source}")]
     Request {
         endpoint: String,
@@ -137,7 +140,9 @@ impl Classify for CallError {
     fn is_timeout(&self) -> bool {
         matches!(
             self,
-            CallError::ConnectTimeout { .. } | CallError::ReadTimeout { .. }
+            CallError::ConnectTimeout { .. }
+                | CallError::ReadTimeout { .. }
+                | CallError::SendTimeout { .. }
         )
     }
 
@@ -229,20 +234,17 @@ pub(crate) async fn call(
 ) -> Result<Response<UpstreamBody>, (CallError, Option<Request<OutBody>>)> {
     // Formatted only when an error needs it: this is the hot path.
     let ep = || endpoint.to_string();
+    let mut sent = body_sent_signal(&mut request);
     // Idle connections may have been closed by the peer; hyper hands the request back in that case.
-    // The same bound as on a fresh connection below: a warm pool must not wait forever either.
-    let head_timeout = options.send_timeout.max(options.read_timeout);
     while let Some(mut idle) = take_idle(endpoint, options.keepalive) {
-        let sent = match tokio::time::timeout(head_timeout, idle.sender.try_send(request)).await {
-            Ok(sent) => sent,
-            Err(_) => return Err((CallError::ReadTimeout { endpoint: ep() }, None)),
-        };
-        match sent {
-            Ok(response) => {
+        let response = await_head(idle.sender.try_send(request), &mut sent, options).await;
+        match response {
+            Err(err) => return Err((err.into_call_error(ep()), None)),
+            Ok(Ok(response)) => {
                 idle.served += 1;
                 return Ok(finish(response, endpoint, idle, options));
             }
-            Err(mut err) => match err.take_message() {
+            Ok(Err(mut err)) => match err.take_message() {
                 Some(req) => request = req,
                 None => {
                     return Err((
@@ -260,8 +262,7 @@ pub(crate) async fn call(
         Ok(sender) => sender,
         Err(err) => return Err((err, Some(request))),
     };
-    let sent = tokio::time::timeout(head_timeout, sender.send(request)).await;
-    match sent {
+    match await_head(sender.send(request), &mut sent, options).await {
         Ok(Ok(response)) => Ok(finish(
             response,
             endpoint,
@@ -279,7 +280,95 @@ pub(crate) async fn call(
             },
             None,
         )),
-        Err(_) => Err((CallError::ReadTimeout { endpoint: ep() }, None)),
+        Err(err) => Err((err.into_call_error(ep()), None)),
+    }
+}
+
+/// Which phase of an exchange ran out of time.
+enum Expired {
+    Send,
+    Read,
+}
+
+impl Expired {
+    fn into_call_error(self, endpoint: String) -> CallError {
+        match self {
+            Expired::Send => CallError::SendTimeout { endpoint },
+            Expired::Read => CallError::ReadTimeout { endpoint },
+        }
+    }
+}
+
+/// Replaces a request body that has data to send with one that reports when it has all been sent.
+/// `None` for an empty body: the request is sent with its head.
+fn body_sent_signal(request: &mut Request<OutBody>) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    if request.body().is_end_stream() {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let body = std::mem::take(request.body_mut());
+    *request.body_mut() = UnsyncBoxBody::new(SignalsEnd {
+        inner: body,
+        sent: Some(tx),
+    });
+    Some(rx)
+}
+
+/// Waits for the response head as nginx does: `send_timeout` bounds sending the request body,
+/// then `read_timeout` bounds the wait for the head once the request has been sent.
+async fn await_head<F: Future>(
+    response: F,
+    sent: &mut Option<tokio::sync::oneshot::Receiver<()>>,
+    options: CallOptions,
+) -> Result<F::Output, Expired> {
+    let mut response = std::pin::pin!(response);
+    if let Some(body_sent) = sent.as_mut() {
+        tokio::select! {
+            biased;
+            output = &mut response => return Ok(output),
+            // Sent, or the body was dropped: either way the response settles the exchange.
+            _ = body_sent => *sent = None,
+            () = tokio::time::sleep(options.send_timeout) => return Err(Expired::Send),
+        }
+    }
+    tokio::time::timeout(options.read_timeout, response)
+        .await
+        .map_err(|_| Expired::Read)
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fires `sent` once its last frame has been handed to the connection.
+    struct SignalsEnd {
+        #[pin]
+        inner: OutBody,
+        sent: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+}
+
+impl Body for SignalsEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if (frame.is_none() || this.inner.is_end_stream())
+            && let Some(sent) = this.sent.take()
+        {
+            let _ = sent.send(());
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod etcd;
+pub mod process;
 pub mod sigv4;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct TestGatewayBuilder {
     admin: bool,
     /// Extra keys under `apisix:` (indented by two spaces).
     apisix_yaml: String,
+    /// Extra keys under `deployment.admin:` (indented by four spaces).
+    admin_yaml: String,
 }
 
 impl TestGateway {
@@ -65,6 +68,7 @@ impl TestGateway {
             role_yaml: String::new(),
             admin: true,
             apisix_yaml: String::new(),
+            admin_yaml: String::new(),
         }
     }
 
@@ -147,6 +151,15 @@ impl TestGatewayBuilder {
         self.apisix_yaml.push_str(yaml);
         if !yaml.ends_with('\n') {
             self.apisix_yaml.push('\n');
+        }
+        self
+    }
+
+    /// Sets `deployment.admin.allow_admin`.
+    pub fn allow_admin(mut self, cidrs: &[&str]) -> Self {
+        self.admin_yaml.push_str("    allow_admin:\n");
+        for cidr in cidrs {
+            self.admin_yaml.push_str(&format!("      - \"{cidr}\"\n"));
         }
         self
     }
@@ -235,7 +248,7 @@ impl TestGatewayBuilder {
     client_max_body_size: "{max_body}"
 {header_timeout}deployment:
 {role}  admin:
-    admin_listen:
+{admin_yaml}    admin_listen:
       ip: 127.0.0.1
       port: 0
     admin_key:
@@ -259,6 +272,7 @@ impl TestGatewayBuilder {
             extra = self.extra_yaml,
             role = self.role_yaml,
             apisix_extra = self.apisix_yaml,
+            admin_yaml = self.admin_yaml,
         );
         let path = self.config_path();
         std::fs::write(&path, yaml).expect("write config");
