@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::Limited;
@@ -46,11 +46,33 @@ pub(crate) struct ConnInfo {
     pub(crate) tls: bool,
 }
 
+/// The forwarding header values that depend only on the connection, built once per connection.
+pub(crate) struct PeerHeaders {
+    /// The client address, for `X-Real-IP` and `X-Forwarded-For`.
+    ip: HeaderValue,
+    /// The port the client connected to, for `X-Forwarded-Port`.
+    port: HeaderValue,
+}
+
+impl PeerHeaders {
+    pub(crate) fn new(conn: &ConnInfo) -> PeerHeaders {
+        let value = |text: String| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        };
+        PeerHeaders {
+            ip: value(admin::canonical(conn.peer.ip()).to_string()),
+            port: value(conn.local.port().to_string()),
+        }
+    }
+}
+
 /// Serves one request; never fails (errors become responses).
 pub(crate) async fn handle(
     dp: &DataPlane,
     req: Request<Incoming>,
     conn: ConnInfo,
+    peer: &PeerHeaders,
 ) -> Response<ProxyBody> {
     // What the access log needs is kept only when it is on.
     let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
@@ -60,7 +82,7 @@ pub(crate) async fn handle(
             req.uri().path().to_owned(),
         )
     });
-    let (mut response, route_id, upstream) = serve(dp, req, conn).await;
+    let (mut response, route_id, upstream) = serve(dp, req, conn, peer, logged.is_some()).await;
     // The upstream's HTTP version is its own business: the client keeps the version it spoke
     // (hyper answers HTTP/1.0 clients as such and ignores this on HTTP/2).
     *response.version_mut() = http::Version::HTTP_11;
@@ -84,13 +106,17 @@ async fn serve(
     dp: &DataPlane,
     req: Request<Incoming>,
     conn: ConnInfo,
+    peer: &PeerHeaders,
+    log: bool,
 ) -> (Response<ProxyBody>, Option<String>, Option<String>) {
     if let Some(admin) = &dp.admin
         && req.uri().path().starts_with(admin::PREFIX)
         && admin::canonical(conn.peer.ip()).is_loopback()
     {
-        // Boxed for the same reason as the plugin pipeline below.
-        let resp = Box::pin(admin.handle(req, conn.peer.ip())).await;
+        // Boxed for the same reason as the plugin pipeline below, and in a statement of its own:
+        // a temporary in the awaiting statement would be kept in this future after all.
+        let admin_call = Box::pin(admin.handle(req, conn.peer.ip()));
+        let resp = admin_call.await;
         return (resp.map(boxed), None, None);
     }
     let (parts, body) = req.into_parts();
@@ -139,11 +165,12 @@ async fn serve(
     {
         return (
             error_page(StatusCode::PAYLOAD_TOO_LARGE),
-            Some(route.id.clone()),
+            log.then(|| route.id.clone()),
             None,
         );
     }
-    let route_id = Some(route.id.clone());
+    // The route and node are named only for the access log.
+    let route_id = log.then(|| route.id.clone());
     if let Some(host) = &dp.plugins
         && (!route.plugins.is_empty() || !snapshot.global_plugins.is_empty())
     {
@@ -156,7 +183,15 @@ async fn serve(
         };
         // Boxed: the plugin pipeline's future is large, and kept inline it would be copied with
         // every request's future, plain requests included.
-        let (resp, node) = Box::pin(serve_with_plugins(dp, host, snapshot, route, request)).await;
+        let pipeline = Box::pin(serve_with_plugins(
+            dp,
+            host,
+            snapshot,
+            route,
+            request,
+            (peer, log),
+        ));
+        let (resp, node) = pipeline.await;
         return (resp, route_id, node);
     }
     let Some(upstream) = route.upstream.clone() else {
@@ -170,8 +205,9 @@ async fn serve(
         upstream: &upstream,
         attempts: &attempts,
         host_override: None,
+        name_node: log,
     };
-    let (resp, node) = forward(parts, body, uri, conn, target).await;
+    let (resp, node) = forward(parts, body, uri, (conn, peer), target).await;
     (resp, route_id, node)
 }
 
@@ -225,6 +261,7 @@ async fn serve_with_plugins(
     snapshot: Arc<Snapshot>,
     route: Arc<RouteEntry>,
     request: Arrival,
+    (peer, log): (&PeerHeaders, bool),
 ) -> (Response<ProxyBody>, Option<String>) {
     let failed = |err: PluginError, route: &RouteEntry| {
         tracing::error!(route_id = %route.id, error = %err, "plugin failed");
@@ -289,8 +326,9 @@ async fn serve_with_plugins(
         upstream: &upstream,
         attempts: &attempts,
         host_override,
+        name_node: log,
     };
-    let (resp, node) = forward(parts, body, uri, conn, target).await;
+    let (resp, node) = forward(parts, body, uri, (conn, peer), target).await;
     (run.finish(resp).await, node)
 }
 
@@ -302,6 +340,8 @@ struct Target<'a> {
     attempts: &'a [Node],
     /// A Host set by a plugin, replacing what `pass_host` would send.
     host_override: Option<String>,
+    /// Whether to return the node's address (for the access log).
+    name_node: bool,
 }
 
 /// Sends the request to the first node that accepts a connection, retrying others on connect failure.
@@ -309,7 +349,7 @@ async fn forward(
     parts: http::request::Parts,
     body: OutBody,
     uri: Uri,
-    conn: ConnInfo,
+    (conn, peer): (ConnInfo, &PeerHeaders),
     target: Target<'_>,
 ) -> (Response<ProxyBody>, Option<String>) {
     let Target {
@@ -317,7 +357,9 @@ async fn forward(
         upstream,
         attempts,
         host_override,
+        name_node,
     } = target;
+    let named = |node: &Node| name_node.then(|| node.authority());
     let Some(first) = attempts.first() else {
         tracing::error!(route_id = %route.id, "no valid upstream node");
         return (error_page(StatusCode::BAD_GATEWAY), None);
@@ -328,7 +370,7 @@ async fn forward(
     *out.uri_mut() = uri;
     *out.headers_mut() = parts.headers;
     strip_hop_by_hop(out.headers_mut());
-    add_forwarded_headers(out.headers_mut(), conn, client_host.as_deref());
+    add_forwarded_headers(out.headers_mut(), conn, peer, client_host.as_deref());
     let options = CallOptions {
         connect_timeout: route.timeouts.connect,
         send_timeout: route.timeouts.send,
@@ -359,7 +401,7 @@ async fn forward(
             Ok(response) => {
                 let mut response = response.map(boxed);
                 strip_hop_by_hop(response.headers_mut());
-                return (response, Some(node.authority()));
+                return (response, named(node));
             }
             Err((err, returned)) => {
                 tried += 1;
@@ -385,7 +427,7 @@ async fn forward(
                                 "upstream request failed"
                             );
                         }
-                        return (error_page(status), Some(node.authority()));
+                        return (error_page(status), named(node));
                     }
                 }
             }
@@ -416,25 +458,46 @@ fn set_host<B>(req: &mut Request<B>, upstream: &Upstream, node: &Node, client_ho
     }
 }
 
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
 /// `X-Real-IP`, `X-Forwarded-For/-Proto/-Host/-Port`, as APISIX sets them.
-fn add_forwarded_headers(headers: &mut http::HeaderMap, conn: ConnInfo, client_host: Option<&str>) {
-    let client_ip = admin::canonical(conn.peer.ip()).to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {client_ip}"),
-        _ => client_ip.clone(),
-    };
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
+fn add_forwarded_headers(
+    headers: &mut http::HeaderMap,
+    conn: ConnInfo,
+    peer: &PeerHeaders,
+    client_host: Option<&str>,
+) {
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) if !prev.is_empty() => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + peer.ip.len());
+            joined.extend_from_slice(prev.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.ip.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+                .unwrap_or_else(|_| peer.ip.clone())
         }
+        _ => peer.ip.clone(),
     };
-    set("x-real-ip", &client_ip);
-    set("x-forwarded-for", &xff);
-    set("x-forwarded-proto", if conn.tls { "https" } else { "http" });
+    headers.insert(X_REAL_IP, peer.ip.clone());
+    headers.insert(X_FORWARDED_FOR, xff);
+    let proto = if conn.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = client_host {
-        set("x-forwarded-host", strip_port(host));
+        let host = strip_port(host);
+        // Usually the Host header itself: shared, not copied.
+        let value = match headers.get(header::HOST) {
+            Some(value) if value.as_bytes() == host.as_bytes() => Some(value.clone()),
+            _ => HeaderValue::from_str(host).ok(),
+        };
+        if let Some(value) = value {
+            headers.insert(X_FORWARDED_HOST, value);
+        }
     }
-    set("x-forwarded-port", &conn.local.port().to_string());
+    headers.insert(X_FORWARDED_PORT, peer.port.clone());
 }
 
 fn content_length<B: Body>(parts: &http::request::Parts, body: &B) -> Option<u64> {

@@ -262,9 +262,11 @@ fn serve<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
+    let peer = Rc::new(handler::PeerHeaders::new(&conn));
     let service = service_fn(move |req| {
         let dp = dp.clone();
-        async move { Ok::<_, Infallible>(handler::handle(&dp, req, conn).await) }
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(handler::handle(&dp, req, conn, &peer).await) }
     });
     let mut builder = auto::Builder::new(LocalExec);
     builder

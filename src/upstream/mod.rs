@@ -14,8 +14,8 @@ pub(crate) use balancer::{Balancer, HashOn};
 /// An upstream node, as listed in `nodes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Node {
-    /// Hostname or IP literal (IPv6 without brackets).
-    pub(crate) host: String,
+    /// Hostname or IP literal (IPv6 without brackets); shared with the connection pool's keys.
+    pub(crate) host: std::sync::Arc<str>,
     pub(crate) port: u16,
     pub(crate) weight: u32,
     pub(crate) priority: i64,
@@ -261,7 +261,7 @@ impl Upstream {
             PassHost::Pass => client_host.map(str::to_owned),
             PassHost::Rewrite(host) => Some(host.clone()),
             PassHost::Node => Some(if node.port == self.scheme.default_port() {
-                node.host.clone()
+                node.host.to_string()
             } else {
                 node.authority()
             }),
@@ -276,7 +276,7 @@ fn parse_nodes(nodes: Option<&Value>, scheme: Scheme) -> Result<Vec<Node>, Upstr
             for (addr, weight) in map {
                 let (host, port) = split_host_port(addr, scheme)?;
                 out.push(Node {
-                    host,
+                    host: host.into(),
                     port,
                     weight: weight.as_u64().unwrap_or(1).min(u32::MAX as u64) as u32,
                     priority: 0,
@@ -295,7 +295,7 @@ fn parse_nodes(nodes: Option<&Value>, scheme: Scheme) -> Result<Vec<Node>, Upstr
                     None => parsed_port,
                 };
                 out.push(Node {
-                    host,
+                    host: host.into(),
                     port,
                     weight: node
                         .get("weight")
@@ -355,11 +355,11 @@ mod tests {
     fn nodes_in_object_and_array_form() {
         let a = upstream(json!({"nodes": {"127.0.0.1:1980": 2, "[::1]:81": 1, "example.com": 1}}));
         assert_eq!(a.nodes.len(), 3);
-        assert!(a.nodes.iter().any(|n| n.host == "::1" && n.port == 81));
+        assert!(a.nodes.iter().any(|n| &*n.host == "::1" && n.port == 81));
         assert!(
             a.nodes
                 .iter()
-                .any(|n| n.host == "example.com" && n.port == 80)
+                .any(|n| &*n.host == "example.com" && n.port == 80)
         );
         let b = upstream(
             json!({"scheme": "https", "nodes": [{"host": "a.com", "port": 8443, "weight": 3, "priority": -1}, {"host": "b.com", "weight": 1}]}),
@@ -385,8 +385,8 @@ mod tests {
         );
         for _ in 0..4 {
             let order = u.attempt_order(None);
-            assert_eq!(order[0].host, "main");
-            assert_eq!(order[1].host, "backup");
+            assert_eq!(&*order[0].host, "main");
+            assert_eq!(&*order[1].host, "backup");
         }
     }
 

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use super::{KeepalivePool, Scheme};
@@ -34,7 +35,7 @@ pub(crate) type OutBody = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Endpoint {
     pub(crate) scheme: Scheme,
-    pub(crate) host: String,
+    pub(crate) host: std::sync::Arc<str>,
     pub(crate) port: u16,
     /// Verify the peer certificate and name (https only).
     pub(crate) tls_verify: bool,
@@ -218,7 +219,7 @@ struct Idle {
 }
 
 thread_local! {
-    static POOL: RefCell<HashMap<Endpoint, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<FxHashMap<Endpoint, VecDeque<Idle>>> = RefCell::new(FxHashMap::default());
     static TLS: RefCell<HashMap<(bool, bool), tokio_native_tls::TlsConnector>> =
         RefCell::new(HashMap::new());
 }
@@ -258,7 +259,10 @@ pub(crate) async fn call(
             },
         }
     }
-    let mut sender = match connect(endpoint, options.connect_timeout).await {
+    // Boxed: a new connection is the rare case, and its future (TLS and HTTP handshakes) is
+    // large; kept inline it would be copied with every request's future.
+    let connecting = Box::pin(connect(endpoint, options.connect_timeout));
+    let mut sender = match connecting.await {
         Ok(sender) => sender,
         Err(err) => return Err((err, Some(request))),
     };
@@ -381,7 +385,7 @@ fn finish(
     // An HTTP/2 connection stays in the pool while it carries requests (see take_idle).
     let h2 = matches!(idle.sender, Sender::H2(_));
     if h2 && let Some(pool) = options.keepalive {
-        release(endpoint.clone(), idle, pool);
+        release(endpoint, idle, pool);
         return response.map(|body| UpstreamBody {
             inner: body,
             read_timeout: options.read_timeout,
@@ -398,7 +402,7 @@ fn finish(
     if response.body().is_end_stream()
         && let (Some(pool), Some(idle)) = (reusable.take(), idle.take())
     {
-        release(endpoint.clone(), idle, pool);
+        release(endpoint, idle, pool);
     }
     response.map(|body| UpstreamBody {
         inner: body,
@@ -423,8 +427,10 @@ fn take_idle(endpoint: &Endpoint, keepalive: Option<KeepalivePool>) -> Option<Id
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let queue = p.get_mut(endpoint)?;
+        let now = Instant::now();
+        // The newest first: the most likely to be still open.
         while let Some(idle) = queue.pop_back() {
-            if idle.since.elapsed() < pool.idle_timeout
+            if now.duration_since(idle.since) < pool.idle_timeout
                 && !idle.sender.is_closed()
                 && idle.sender.is_ready()
             {
@@ -445,15 +451,24 @@ fn take_idle(endpoint: &Endpoint, keepalive: Option<KeepalivePool>) -> Option<Id
     })
 }
 
-fn release(endpoint: Endpoint, mut idle: Idle, pool: KeepalivePool) {
+fn release(endpoint: &Endpoint, mut idle: Idle, pool: KeepalivePool) {
     if idle.sender.is_closed() {
         return;
     }
-    idle.since = Instant::now();
+    let now = Instant::now();
+    idle.since = now;
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let queue = p.entry(endpoint).or_default();
-        queue.retain(|i| !i.sender.is_closed() && i.since.elapsed() < pool.idle_timeout);
+        let queue = match p.get_mut(endpoint) {
+            Some(queue) => queue,
+            None => p.entry(endpoint.clone()).or_default(),
+        };
+        // Oldest at the front: drop those past the idle timeout, or closed, from there.
+        while queue.front().is_some_and(|i| {
+            i.sender.is_closed() || now.duration_since(i.since) >= pool.idle_timeout
+        }) {
+            queue.pop_front();
+        }
         if matches!(idle.sender, Sender::H2(_))
             && queue.iter().any(|i| matches!(i.sender, Sender::H2(_)))
         {
@@ -471,7 +486,7 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Sender, CallE
     let ep = || endpoint.to_string();
     let tcp = tokio::time::timeout(
         timeout,
-        TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+        TcpStream::connect((&*endpoint.host, endpoint.port)),
     )
     .await
     .map_err(|_| CallError::ConnectTimeout { endpoint: ep() })?
@@ -589,7 +604,7 @@ impl Body for UpstreamBody {
                 match frame {
                     None => {
                         if let Some((endpoint, idle, pool)) = this.release.take() {
-                            release(endpoint, idle, pool);
+                            release(&endpoint, idle, pool);
                         }
                         Poll::Ready(None)
                     }
@@ -603,7 +618,7 @@ impl Body for UpstreamBody {
                         if this.inner.is_end_stream()
                             && let Some((endpoint, idle, pool)) = this.release.take()
                         {
-                            release(endpoint, idle, pool);
+                            release(&endpoint, idle, pool);
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }

@@ -73,10 +73,7 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
     };
     let endpoint = Endpoint {
         scheme,
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
+        host: host.trim_start_matches('[').trim_end_matches(']').into(),
         port,
         tls_verify: req.get::<Option<bool>>("ssl_verify")?.unwrap_or(true),
         // A function or API over TLS is reached over HTTP/2 when it offers it.
