@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::router::{MatchInput, RouteSpec, Router, RouterMode, Vars};
 use crate::schema::ResourceKind;
@@ -94,8 +94,9 @@ impl Backend for MemoryBackend {
 }
 
 /// The real [`Store`] (validate, compile a snapshot, persist, swap) over an in-memory backend,
-/// written the way the Admin API writes: body parsed, id taken from the path or the body, times
-/// stamped, the object checked by `validate::check_object`, then `Store::write`.
+/// written the way the Admin API writes, with its own steps: body parsed, id taken by
+/// `admin::identify`, times stamped by `admin::stamp_times` (at a fixed time), the object checked by
+/// `validate::check_object`, then `Store::write`.
 pub struct AdminModel {
     store: Store,
     backend: Arc<MemoryBackend>,
@@ -138,45 +139,11 @@ impl AdminModel {
         }
         let mut value: Value =
             serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
-        let Some(obj) = value.as_object_mut() else {
-            return Err("invalid configuration: wrong type: expected object, got array".into());
-        };
-        let id_field = if kind == ResourceKind::Consumer {
-            "username"
-        } else {
-            "id"
-        };
-        let id = match (id, obj.get(id_field)) {
-            (Some(path_id), Some(body_id))
-                if body_id.as_str().map_or(body_id.to_string(), str::to_owned) != path_id =>
-            {
-                return Err(format!("wrong {} id", kind.name()));
-            }
-            (Some(path_id), _) => path_id.to_owned(),
-            (None, Some(Value::String(body_id))) => body_id.clone(),
-            (None, _) => return Err(format!("missing {} id", kind.name())),
-        };
-        match kind {
-            ResourceKind::PluginMetadata => {
-                obj.remove("id");
-            }
-            ResourceKind::Consumer => {
-                obj.insert("username".into(), Value::String(id.clone()));
-            }
-            _ => {
-                obj.insert("id".into(), Value::String(id.clone()));
-            }
-        }
-        if kind != ResourceKind::PluginMetadata {
-            let created = self
-                .store
-                .snapshot()
-                .state
-                .get(kind, &id)
-                .and_then(|e| e.value.get("create_time").cloned())
-                .unwrap_or_else(|| json!(FIXED_TIME));
-            obj.insert("create_time".into(), created);
-            obj.insert("update_time".into(), json!(FIXED_TIME));
+        let id = crate::admin::identify(kind, id, &mut value)?;
+        {
+            let snapshot = self.store.snapshot();
+            let existing = snapshot.state.get(kind, &id).map(|e| &**e);
+            crate::admin::stamp_times(kind, &mut value, existing, FIXED_TIME);
         }
         crate::validate::check_object(kind, &id, &value, Some(&StubCatalog))?;
         self.write(Change::Put { kind, id, value }, backend_fails)

@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use resources::{identify, stamp_times};
+
 use crate::store::Store;
 pub(crate) use crate::validate::{PluginCatalog, SchemaType};
 

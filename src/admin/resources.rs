@@ -318,11 +318,22 @@ async fn put(admin: &Admin, kind: ResourceKind, id: Option<&str>, body: &[u8]) -
         Ok(v) => v,
         Err(resp) => return resp,
     };
+    match identify(kind, id, &mut value) {
+        Ok(id) => store_value(admin, kind, id, value).await,
+        Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+/// The id a PUT stores `value` under: the path's, or else the body's (`username` for consumers);
+/// when both are given they must agree. The id is written into the body (plugin metadata keeps
+/// none). `Err` is the Admin API's 400 message.
+pub(crate) fn identify(
+    kind: ResourceKind,
+    id: Option<&str>,
+    value: &mut Value,
+) -> Result<String, String> {
     let Some(obj) = value.as_object_mut() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid configuration: wrong type: expected object, got array",
-        );
+        return Err("invalid configuration: wrong type: expected object, got array".into());
     };
     let id_field = if kind == ResourceKind::Consumer {
         "username"
@@ -333,25 +344,18 @@ async fn put(admin: &Admin, kind: ResourceKind, id: Option<&str>, body: &[u8]) -
         (Some(path_id), Some(body_id))
             if body_id.as_str().map_or(body_id.to_string(), str::to_owned) != path_id =>
         {
-            return error(StatusCode::BAD_REQUEST, format!("wrong {} id", kind.name()));
+            return Err(format!("wrong {} id", kind.name()));
         }
         (Some(path_id), _) => path_id.to_owned(),
         (None, Some(Value::String(body_id))) => body_id.clone(),
-        (None, _) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("missing {} id", kind.name()),
-            );
-        }
+        (None, _) => return Err(format!("missing {} id", kind.name())),
     };
     if kind == ResourceKind::PluginMetadata {
         obj.remove("id");
-    } else if kind != ResourceKind::Consumer {
-        obj.insert("id".into(), Value::String(id.clone()));
     } else {
-        obj.insert("username".into(), Value::String(id.clone()));
+        obj.insert(id_field.into(), Value::String(id.clone()));
     }
-    store_value(admin, kind, id, value).await
+    Ok(id)
 }
 
 async fn post(admin: &Admin, kind: ResourceKind, body: &[u8]) -> AdminResponse {
@@ -474,19 +478,30 @@ fn validate(
     existing: Option<&Item>,
 ) -> Result<(), AdminResponse> {
     let bad = |msg: String| error(StatusCode::BAD_REQUEST, msg);
-    if let Value::Object(map) = value {
-        // Times are the server's: a client cannot set them.
-        let created = existing
-            .and_then(|e| e.value.get("create_time").cloned())
-            .unwrap_or_else(|| json!(now()));
-        if kind != ResourceKind::PluginMetadata {
-            map.insert("create_time".into(), created);
-            map.insert("update_time".into(), json!(now()));
-        }
-    }
+    stamp_times(kind, value, existing, now());
     crate::validate::check_object(kind, id.unwrap_or_default(), value, Some(&*admin.plugins))
         .map_err(bad)?;
     Ok(())
+}
+
+/// Stamps `create_time` (kept from `existing`) and `update_time` as `now`: times are the server's,
+/// a client cannot set them. Plugin metadata has none.
+pub(crate) fn stamp_times(
+    kind: ResourceKind,
+    value: &mut Value,
+    existing: Option<&Item>,
+    now: i64,
+) {
+    if kind == ResourceKind::PluginMetadata {
+        return;
+    }
+    if let Value::Object(map) = value {
+        let created = existing
+            .and_then(|e| e.value.get("create_time").cloned())
+            .unwrap_or_else(|| json!(now));
+        map.insert("create_time".into(), created);
+        map.insert("update_time".into(), json!(now));
+    }
 }
 
 async fn delete(admin: &Admin, kind: ResourceKind, id: &str) -> AdminResponse {
