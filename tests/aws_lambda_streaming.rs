@@ -232,27 +232,21 @@ async fn a_streamed_body_over_max_req_body_size_is_413() {
         .expect("send");
     assert_eq!(resp.status(), 413);
     assert_eq!(function.requests.load(Ordering::SeqCst), 0);
-    // Chunked, found too large while streaming.
-    let chunks =
-        futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
-    let resp = gw
-        .client
-        .post(gw.url("/fn/echo-size"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .expect("send");
+    // Chunked (no Content-Length), `count` chunks of 512 bytes.
+    let post_chunked = |count: usize| {
+        let chunks = futures_util::stream::iter(
+            (0..count).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])),
+        );
+        gw.client
+            .post(gw.url("/fn/echo-size"))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+    };
+    // Found too large while streaming.
+    let resp = post_chunked(4).await.expect("send");
     assert_eq!(resp.status(), 413);
-    // Within the limit, chunked: forwarded whole.
-    let chunks =
-        futures_util::stream::iter((0..2).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 512])));
-    let resp = gw
-        .client
-        .post(gw.url("/fn/echo-size"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .expect("send");
+    // Within the limit: forwarded whole.
+    let resp = post_chunked(2).await.expect("send");
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().await.expect("json");
     assert_eq!(answer["body_len"], 1024);

@@ -293,27 +293,6 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// HPACK for `GET http://x/ok`: indexed `:method GET` and `:scheme http`, literal `:path` and
-/// `:authority` (static-table names, not indexed).
-fn h2_get_ok() -> Vec<u8> {
-    let mut block = vec![0x82, 0x86];
-    block.extend_from_slice(&[0x04, 3]);
-    block.extend_from_slice(b"/ok");
-    block.extend_from_slice(&[0x01, 1]);
-    block.extend_from_slice(b"x");
-    block
-}
-
-/// HPACK for `POST http://x/count` (the body follows in DATA frames, or never).
-fn h2_post_count() -> Vec<u8> {
-    let mut block = vec![0x83, 0x86];
-    block.extend_from_slice(&[0x04, 6]);
-    block.extend_from_slice(b"/count");
-    block.extend_from_slice(&[0x01, 1]);
-    block.extend_from_slice(b"x");
-    block
-}
-
 /// What the gateway sent back on a raw HTTP/2 connection.
 #[derive(Debug, Default)]
 struct H2Seen {
@@ -408,7 +387,7 @@ async fn h2_rapid_reset_is_cut_off_and_others_are_served() {
     let (mut reader, mut writer) = stream.into_split();
     let collector =
         tokio::spawn(async move { h2_collect(&mut reader, Duration::from_secs(5)).await });
-    let headers = h2_get_ok();
+    let headers = h2_request("GET", b"/ok", &[]);
     let mut sent = 0u32;
     'send: for batch in 0..50u32 {
         let mut buf = Vec::new();
@@ -454,7 +433,7 @@ async fn h2_streams_beyond_max_concurrent_streams_are_refused() {
     let collector =
         tokio::spawn(async move { h2_collect(&mut reader, Duration::from_secs(3)).await });
     // 300 uploads whose bodies never come: each stays open, and 256 at most are accepted.
-    let headers = h2_post_count();
+    let headers = h2_request("POST", b"/count", &[]);
     let mut buf = Vec::new();
     for i in 0..300u32 {
         buf.extend(h2_frame(
@@ -520,14 +499,22 @@ async fn nul_and_control_bytes_in_header_names_and_values_get_400() {
     still_serving(&gw).await;
 }
 
-/// HPACK for `GET` with the given `:path` and extra headers, all as literals (never indexed, no
-/// Huffman), so any byte reaches the gateway as written.
-fn h2_get_with(path: &[u8], headers: &[(&[u8], &[u8])]) -> Vec<u8> {
+/// HPACK for `method` (`GET` or `POST`, indexed) `http://x<path>` with extra headers. `:path`,
+/// `:authority` and the headers are literals (never indexed, no Huffman), so any byte reaches the
+/// gateway as written.
+fn h2_request(method: &str, path: &[u8], headers: &[(&[u8], &[u8])]) -> Vec<u8> {
     fn literal(block: &mut Vec<u8>, bytes: &[u8]) {
         block.push(u8::try_from(bytes.len()).expect("short literal"));
         block.extend_from_slice(bytes);
     }
-    let mut block = vec![0x82, 0x86, 0x04];
+    // Static table: 2 is `:method GET`, 3 `:method POST`, 6 `:scheme http`; 4 is `:path` and 1
+    // `:authority`, as names.
+    let method = match method {
+        "GET" => 0x82,
+        "POST" => 0x83,
+        other => panic!("no static entry for {other}"),
+    };
+    let mut block = vec![method, 0x86, 0x04];
     literal(&mut block, path);
     block.push(0x01);
     literal(&mut block, b"x");
@@ -612,12 +599,12 @@ async fn malformed_h2_requests_never_reach_the_upstream_and_end_only_their_own_c
         (b"/ok\x00", &[], bad_stream),
         (b"/o k", &[], bad_stream),
     ];
-    let good = h2_get_with(b"/ok", &[(b"x-opaque", b"\xff")]);
+    let good = h2_request("GET", b"/ok", &[(b"x-opaque", b"\xff")]);
     for (path, headers, expected) in cases {
         // A good request first, so the bad one is not the connection's first stream.
         let mut conn = h2_connect(&gw).await;
         assert_eq!(h2_answer(&mut conn, 1, &good).await, H2Answer::Status(200));
-        let answer = h2_answer(&mut conn, 3, &h2_get_with(path, headers)).await;
+        let answer = h2_answer(&mut conn, 3, &h2_request("GET", path, headers)).await;
         assert_eq!(
             answer,
             expected,
