@@ -418,6 +418,100 @@ end
     }
 }
 
+/// A one-worker gateway with `plugin` on `/p` and a plain `/plain` route.
+async fn one_worker_with(
+    name: &str,
+    plugin: &str,
+) -> (TestGateway, MockUpstream, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("plugin dir");
+    write(dir.path(), &format!("{name}.lua"), plugin);
+    let up = MockUpstream::start("u").await;
+    let gw = TestGateway::builder()
+        .plugins_dir(dir.path())
+        .workers(1)
+        .start()
+        .await;
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/p", "plugins": {name: {}}, "upstream": {"nodes": {up.node(): 1}}}),
+    )
+    .await;
+    gw.put("/routes/2", route_to("/plain", &up.node())).await;
+    (gw, up, dir)
+}
+
+#[tokio::test]
+async fn a_runaway_loop_that_catches_the_time_limit_error_is_stopped_again() {
+    let stubborn = r#"
+local _M = { version = 0.1, priority = 1, name = "stubborn", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    while true do
+        pcall(function() while true do end end)
+    end
+end
+return _M
+"#;
+    let (gw, _up, _dir) = one_worker_with("stubborn", stubborn).await;
+    let started = Instant::now();
+    assert_eq!(gw.get("/p").await.status(), 500);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(gw.get("/plain").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_runaway_header_filter_fails_only_its_request() {
+    let spin = r#"
+local _M = { version = 0.1, priority = 1, name = "spin", schema = { type = "object" } }
+function _M.header_filter(conf, ctx)
+    while true do end
+end
+return _M
+"#;
+    let (gw, _up, _dir) = one_worker_with("spin", spin).await;
+    assert_eq!(gw.get("/p").await.status(), 500);
+    assert_eq!(gw.get("/plain").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_runaway_timer_callback_is_stopped_and_the_worker_serves_again() {
+    let timer = r#"
+local _M = { version = 0.1, priority = 1, name = "spin_timer", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    ngx.timer.at(0, function() while true do end end)
+end
+return _M
+"#;
+    let (gw, _up, _dir) = one_worker_with("spin_timer", timer).await;
+    assert_eq!(gw.get("/p").await.status(), 200);
+    // The timer holds the only worker until its time limit (2 s here) stops it; then the worker
+    // serves again.
+    let started = Instant::now();
+    let after = tokio::time::timeout(Duration::from_secs(20), gw.get("/plain"))
+        .await
+        .expect("the worker never came back from the runaway timer");
+    assert_eq!(after.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn waiting_longer_than_the_time_limit_is_not_running_away() {
+    let patient = r#"
+local _M = { version = 0.1, priority = 1, name = "patient", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    ngx.sleep(2.5)
+    local n = 0
+    for i = 1, 100000 do n = n + i end
+    ngx.header["x-sum"] = tostring(n)
+end
+return _M
+"#;
+    // The test gateways' limit is 2 s: the sleep is longer, the Lua itself runs for microseconds.
+    let (gw, _up, _dir) = one_worker_with("patient", patient).await;
+    let resp = gw.get("/p").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sum"], "5000050000");
+}
+
 #[tokio::test]
 async fn a_memory_hog_fails_its_request_and_the_vm_recovers() {
     let hog = header_plugin(

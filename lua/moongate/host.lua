@@ -36,6 +36,7 @@ end
 -- `injected` is schema_def.plugin_injected_schema: { ["$comment"] = MARK, _meta = {...} }.
 function _M.init(injected)
     meta_schema = injected._meta
+    require("moongate.time_limit").install()
 end
 
 local function encode(value)

@@ -145,6 +145,11 @@ pub(crate) const MODULES: &[(&str, &str, &str)] = &[
         include_str!("../../lua/moongate/host.lua"),
     ),
     (
+        "moongate.time_limit",
+        "moongate/time_limit.lua",
+        include_str!("../../lua/moongate/time_limit.lua"),
+    ),
+    (
         "moongate.ngx",
         "moongate/ngx.lua",
         include_str!("../../lua/moongate/ngx.lua"),

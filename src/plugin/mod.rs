@@ -20,6 +20,7 @@ mod lua_modules;
 pub(crate) mod native;
 mod registry;
 mod request;
+mod time_limit;
 mod vm;
 
 pub(crate) use host::{PluginHost, set_worker_id};

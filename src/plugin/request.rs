@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -63,8 +62,6 @@ pub(crate) struct RequestState {
     pub(crate) phase: Cell<Phase>,
     /// `ngx.ctx`, created on first use.
     pub(crate) ngx_ctx: RefCell<Option<mlua::Table>>,
-    /// When the current phase call must have returned (runaway plugin protection).
-    pub(crate) deadline: Cell<Option<Instant>>,
     /// Seconds since the epoch when the request arrived (`ngx.req.start_time`).
     pub(crate) start_time: f64,
     pub(crate) max_body: Option<u64>,
@@ -111,7 +108,6 @@ impl RequestState {
             vars: RefCell::new(HashMap::new()),
             phase: Cell::new(Phase::Rewrite),
             ngx_ctx: RefCell::new(None),
-            deadline: Cell::new(None),
             start_time,
             max_body,
             snapshot,
@@ -148,11 +144,6 @@ thread_local! {
 /// Runs `f` with the request being served on this thread, or `None` outside any request.
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Rc<RequestState>>) -> R) -> R {
     CURRENT.with(|c| f(c.borrow().as_ref()))
-}
-
-/// The current request's deadline, for the instruction-count hook.
-pub(crate) fn current_deadline() -> Option<Instant> {
-    CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.deadline.get()))
 }
 
 /// Makes `state` the current request for the duration of `f` (synchronous calls into Lua).

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value, VmState};
@@ -13,15 +13,15 @@ use serde_json::Value as Json;
 
 use super::native::{self, WorkerInfo};
 use super::registry::{PluginInfo, PluginSettings, Source};
-use super::request::current_deadline;
+use super::time_limit;
 use super::{Phase, PluginError, lua_message};
-use crate::store::{RouteEntry, Snapshot};
-use crate::validate::SchemaType;
 
-/// Instructions between two deadline checks of a running plugin.
+/// Instructions between two deadline checks of running Lua.
 const HOOK_EVERY: u32 = 10_000;
 /// The error a deadline check raises, recognised to report a timeout.
 const TIME_LIMIT_MARK: &str = "moongate: plugin time limit exceeded";
+use crate::store::{RouteEntry, Snapshot};
+use crate::validate::SchemaType;
 
 /// The plugins of one route (global-rule plugins first), compiled into a Lua array once per config
 /// version: conf tables with schema defaults filled, sorted by priority.
@@ -51,7 +51,8 @@ pub(crate) struct Vm {
     destroy: Function,
     /// Per route id; looked up on every request, so with a fast hasher.
     chains: RefCell<rustc_hash::FxHashMap<String, Rc<Chain>>>,
-    time_limit_ms: u64,
+    /// How long a stretch of Lua may run without yielding (see [`time_limit`]).
+    time_limit: Duration,
 }
 
 impl Vm {
@@ -89,7 +90,7 @@ impl Vm {
         lua.set_global_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
             |_, _| {
-                if current_deadline().is_some_and(|d| Instant::now() > d) {
+                if time_limit::overdue() {
                     return Err(mlua::Error::runtime(TIME_LIMIT_MARK));
                 }
                 Ok(VmState::Continue)
@@ -109,7 +110,7 @@ impl Vm {
             lua,
             generation,
             chains: RefCell::new(rustc_hash::FxHashMap::default()),
-            time_limit_ms: u64::try_from(settings.phase_time_limit.as_millis()).unwrap_or(u64::MAX),
+            time_limit: settings.phase_time_limit,
         })
     }
 
@@ -118,6 +119,7 @@ impl Vm {
         &self,
         names: &[String],
     ) -> (Vec<PluginInfo>, Vec<(String, String)>) {
+        let _stretch = self.stretch();
         let mut loaded = Vec::new();
         let mut failed = Vec::new();
         let load = match self
@@ -167,6 +169,7 @@ impl Vm {
             SchemaType::Metadata => 2,
         };
         let conf = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+        let _stretch = self.stretch();
         match self
             .check
             .call::<(bool, Option<String>)>((name, conf, kind))
@@ -235,6 +238,7 @@ impl Vm {
         chain: &Chain,
         ctx: &Table,
     ) -> Result<Option<(Rc<Chain>, Chain)>, PluginError> {
+        let _stretch = self.stretch();
         let (merged, phases, added): (Option<Table>, Option<Table>, Option<Table>) =
             self.merge_consumer.call((&chain.table, ctx))?;
         let (Some(merged), Some(phases), Some(added)) = (merged, phases, added) else {
@@ -254,8 +258,10 @@ impl Vm {
         Ok(Some((merged, added)))
     }
 
-    /// Runs one phase of a chain. The request's `ctx` (APISIX's `api_ctx`) is created by the first
-    /// call that gets `None`, and stored into `ctx`. `Ok(true)` means a plugin ended the request.
+    /// Runs one request-side phase of a chain (rewrite, access, before_proxy), in a coroutine: as in
+    /// OpenResty, these may yield (`ngx.sleep`, `resty.http`). The request's `ctx` (APISIX's
+    /// `api_ctx`) is created by the first call that gets `None`, and stored into `ctx`. `Ok(true)`
+    /// means a plugin ended the request.
     pub(crate) async fn run_phase(
         &self,
         phase: Phase,
@@ -264,24 +270,38 @@ impl Vm {
     ) -> Result<bool, PluginError> {
         // The phase goes as its index into the Lua side's phase list: a number crosses for free,
         // a string would be interned on every call.
-        let args = (phase.index(), &chain.table, ctx.as_ref());
-        // As in OpenResty, only rewrite, access and before_proxy may yield (ngx.sleep, resty.http);
-        // the other phases run as plain calls, without a coroutine.
-        let result = match phase {
-            Phase::Rewrite | Phase::Access | Phase::BeforeProxy => {
-                self.run_phase
-                    .call_async::<(bool, Option<Table>)>(args)
-                    .await
-            }
-            Phase::HeaderFilter | Phase::BodyFilter | Phase::Log => {
-                self.run_phase.call::<(bool, Option<Table>)>(args)
-            }
-        };
+        let call = self.run_phase.call_async::<(bool, Option<Table>)>((
+            phase.index(),
+            &chain.table,
+            ctx.as_ref(),
+        ));
+        let result = time_limit::limited(self.time_limit, call).await;
         let (ended, created) = self.map_result(result)?;
         if created.is_some() {
             *ctx = created;
         }
         Ok(ended)
+    }
+
+    /// Runs one response-side phase of a chain (header_filter, log) as a plain call: these never
+    /// yield.
+    pub(crate) fn run_phase_now(
+        &self,
+        phase: Phase,
+        chain: &Chain,
+        ctx: &mut Option<Table>,
+    ) -> Result<(), PluginError> {
+        let _stretch = self.stretch();
+        let result = self.run_phase.call::<(bool, Option<Table>)>((
+            phase.index(),
+            &chain.table,
+            ctx.as_ref(),
+        ));
+        let (_, created) = self.map_result(result)?;
+        if created.is_some() {
+            *ctx = created;
+        }
+        Ok(())
     }
 
     /// Runs the `body_filter`s of a chain on one chunk; returns the chunk to send.
@@ -293,6 +313,7 @@ impl Vm {
         eof: bool,
     ) -> Result<Bytes, PluginError> {
         let chunk = self.lua.create_string(&chunk)?;
+        let _stretch = self.stretch();
         let result = self
             .body_filter
             .call::<(Option<mlua::LuaString>, Option<Table>)>((
@@ -319,7 +340,7 @@ impl Vm {
                 }
                 if msg.contains(TIME_LIMIT_MARK) {
                     return Err(PluginError::Timeout {
-                        limit_ms: self.time_limit_ms,
+                        limit_ms: u64::try_from(self.time_limit.as_millis()).unwrap_or(u64::MAX),
                     });
                 }
                 Err(PluginError::Lua(msg))
@@ -327,13 +348,14 @@ impl Vm {
         }
     }
 
-    /// The time limit to arm before a phase call.
-    pub(crate) fn deadline(&self) -> Instant {
-        Instant::now() + std::time::Duration::from_millis(self.time_limit_ms)
+    /// A stretch of Lua on this VM under the time limit, until the returned value is dropped.
+    fn stretch(&self) -> time_limit::Stretch {
+        time_limit::start(self.time_limit)
     }
 
     /// Calls every plugin's `destroy()` (errors are logged, never raised).
     pub(crate) fn destroy(&self) {
+        let _stretch = self.stretch();
         if let Err(err) = self.destroy.call::<()>(()) {
             tracing::warn!(error = %lua_message(&err), "plugin destroy failed");
         }

@@ -171,7 +171,8 @@ async fn serve(
     }
     // The route and node are named only for the access log.
     let route_id = log.then(|| route.id.clone());
-    if let Some(host) = &dp.plugins
+    let mut plugin_run = None;
+    let outbound = if let Some(host) = &dp.plugins
         && (!route.plugins.is_empty() || !snapshot.global_plugins.is_empty())
     {
         let request = Arrival {
@@ -181,33 +182,36 @@ async fn serve(
             conn,
             matched,
         };
-        // Boxed: the plugin pipeline's future is large, and kept inline it would be copied with
-        // every request's future, plain requests included.
-        let pipeline = Box::pin(serve_with_plugins(
-            dp,
-            host,
-            snapshot,
-            route,
-            request,
-            (peer, log),
-        ));
-        let (resp, node) = pipeline.await;
-        return (resp, route_id, node);
-    }
-    let Some(upstream) = route.upstream.clone() else {
-        return (no_upstream(&route), route_id, None);
+        // Boxed, in a statement of its own: the request-side phases' futures would otherwise be
+        // part of every request's future, plain requests included.
+        let plugins = Box::pin(plugins_before_proxy(dp, host, snapshot, &route, request));
+        match plugins.await {
+            Ok((run, outbound)) => {
+                plugin_run = Some(run);
+                outbound
+            }
+            Err(answered) => return (answered, route_id, None),
+        }
+    } else {
+        let Some(upstream) = route.upstream.clone() else {
+            return (no_upstream(&route), route_id, None);
+        };
+        let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
+        let uri = upstream_uri(&path, parts.uri.query());
+        Outbound {
+            parts,
+            body: limit_body(dp, body),
+            uri,
+            upstream,
+            attempts,
+            host_override: None,
+        }
     };
-    let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
-    let uri = upstream_uri(&path, parts.uri.query());
-    let body = limit_body(dp, body);
-    let target = Target {
-        route: &route,
-        upstream: &upstream,
-        attempts: &attempts,
-        host_override: None,
-        name_node: log,
+    let (resp, node) = forward(outbound, &route, (conn, peer), log).await;
+    let resp = match plugin_run {
+        Some(run) => run.finish(resp),
+        None => resp,
     };
-    let (resp, node) = forward(parts, body, uri, (conn, peer), target).await;
     (resp, route_id, node)
 }
 
@@ -252,29 +256,23 @@ where
     }
 }
 
-/// The plugin pipeline, in APISIX's phase order: rewrite, access, (pick a node) before_proxy, proxy,
-/// header_filter, body_filter as the body streams, then log once the response is done. A plugin that
-/// ends the request early still gets header_filter, body_filter and log, as in APISIX.
-async fn serve_with_plugins(
+/// The request side of the plugin pipeline, in APISIX's phase order: rewrite, access, (pick a node)
+/// before_proxy. Returns the request to forward, or the response when a plugin ended the request
+/// (header_filter, body_filter and log still run on it, as in APISIX). The response side is
+/// [`PluginRun::finish`].
+async fn plugins_before_proxy(
     dp: &DataPlane,
     host: &PluginHost,
     snapshot: Arc<Snapshot>,
-    route: Arc<RouteEntry>,
+    route: &Arc<RouteEntry>,
     request: Arrival,
-    (peer, log): (&PeerHeaders, bool),
-) -> (Response<ProxyBody>, Option<String>) {
-    let failed = |err: PluginError, route: &RouteEntry| {
+) -> Result<(PluginRun, Outbound), Response<ProxyBody>> {
+    let failed = |err: PluginError| {
         tracing::error!(route_id = %route.id, error = %err, "plugin failed");
-        (error_page(status_for(&err)), None)
+        error_page(status_for(&err))
     };
-    let vm = match host.worker_vm() {
-        Ok(vm) => vm,
-        Err(err) => return failed(err, &route),
-    };
-    let chain = match vm.chain(&snapshot, &route) {
-        Ok(chain) => chain,
-        Err(err) => return failed(err, &route),
-    };
+    let vm = host.worker_vm().map_err(failed)?;
+    let chain = vm.chain(&snapshot, route).map_err(failed)?;
     let conn = request.conn;
     let state = Rc::new(RequestState::new(
         request,
@@ -290,12 +288,11 @@ async fn serve_with_plugins(
     };
     match run.rewrite_and_access().await {
         Ok(false) => {}
-        Ok(true) => return (run.exit_response().await, None),
-        Err(err) => return (run.error_response(err).await, None),
+        Ok(true) => return Err(run.exit_response()),
+        Err(err) => return Err(run.error_response(err)),
     }
     let Some(upstream) = route.upstream.clone() else {
-        let resp = no_upstream(&route);
-        return (run.finish(resp).await, None);
+        return Err(run.finish(no_upstream(route)));
     };
     let attempts = {
         let parts = run.state.parts.borrow();
@@ -304,8 +301,8 @@ async fn serve_with_plugins(
     };
     match run.phase(Phase::BeforeProxy).await {
         Ok(false) => {}
-        Ok(true) => return (run.exit_response().await, None),
-        Err(err) => return (run.error_response(err).await, None),
+        Ok(true) => return Err(run.exit_response()),
+        Err(err) => return Err(run.error_response(err)),
     }
     let (parts, body) = run.take_request();
     let uri = match run.state.vars.borrow().get("upstream_uri") {
@@ -321,44 +318,46 @@ async fn serve_with_plugins(
     };
     // `ctx.var.upstream_host` (proxy-rewrite's `host`) replaces the Host the upstream gets.
     let host_override = run.state.vars.borrow().get("upstream_host").cloned();
-    let target = Target {
-        route: &route,
-        upstream: &upstream,
-        attempts: &attempts,
-        host_override,
-        name_node: log,
-    };
-    let (resp, node) = forward(parts, body, uri, (conn, peer), target).await;
-    (run.finish(resp).await, node)
-}
-
-/// Where a request is forwarded.
-struct Target<'a> {
-    route: &'a RouteEntry,
-    upstream: &'a Upstream,
-    /// Nodes in the order to try them.
-    attempts: &'a [Node],
-    /// A Host set by a plugin, replacing what `pass_host` would send.
-    host_override: Option<String>,
-    /// Whether to return the node's address (for the access log).
-    name_node: bool,
-}
-
-/// Sends the request to the first node that accepts a connection, retrying others on connect failure.
-async fn forward(
-    parts: http::request::Parts,
-    body: OutBody,
-    uri: Uri,
-    (conn, peer): (ConnInfo, &PeerHeaders),
-    target: Target<'_>,
-) -> (Response<ProxyBody>, Option<String>) {
-    let Target {
-        route,
+    let forwarding = Outbound {
+        parts,
+        body,
+        uri,
         upstream,
         attempts,
         host_override,
-        name_node,
-    } = target;
+    };
+    Ok((run, forwarding))
+}
+
+/// A request ready to go upstream.
+struct Outbound {
+    parts: http::request::Parts,
+    body: OutBody,
+    /// The path and query sent upstream.
+    uri: Uri,
+    upstream: Arc<Upstream>,
+    /// Nodes in the order to try them.
+    attempts: Vec<Node>,
+    /// A Host set by a plugin, replacing what `pass_host` would send.
+    host_override: Option<String>,
+}
+
+/// Sends the request to the first node that accepts a connection, retrying others on connect failure.
+/// The node's address is returned when `name_node` is set (for the access log).
+async fn forward(
+    outbound: Outbound,
+    route: &RouteEntry,
+    (conn, peer): (ConnInfo, &PeerHeaders),
+    name_node: bool,
+) -> (Response<ProxyBody>, Option<String>) {
+    let Outbound {
+        parts,
+        body,
+        uri,
+        upstream,
+        attempts,
+        host_override,
+    } = outbound;
     let named = |node: &Node| name_node.then(|| node.authority());
     let Some(first) = attempts.first() else {
         tracing::error!(route_id = %route.id, "no valid upstream node");
@@ -388,7 +387,7 @@ async fn forward(
                     request.headers_mut().insert(header::HOST, value);
                 }
             }
-            None => set_host(&mut request, upstream, node, client_host.as_deref()),
+            None => set_host(&mut request, &upstream, node, client_host.as_deref()),
         }
         let endpoint = Endpoint {
             scheme: upstream.scheme,

@@ -23,7 +23,8 @@ pub(crate) struct PluginRun {
     pub(crate) state: Rc<RequestState>,
 }
 
-/// Runs one phase of `chain`, if it has that phase. `Ok(true)` means a plugin ended the request.
+/// Runs one request-side phase of `chain` (these may yield), if it has that phase. `Ok(true)` means
+/// a plugin ended the request.
 async fn run_phase(
     vm: &Vm,
     state: &Rc<RequestState>,
@@ -35,14 +36,26 @@ async fn run_phase(
     if !chain.has(phase) {
         return Ok(false);
     }
-    state.deadline.set(Some(vm.deadline()));
-    let result = scoped(state, vm.run_phase(phase, chain, ctx)).await;
-    state.deadline.set(None);
-    result
+    scoped(state, vm.run_phase(phase, chain, ctx)).await
+}
+
+/// Runs one response-side phase of `chain` (these never yield, as in OpenResty), if it has it.
+fn run_phase_now(
+    vm: &Vm,
+    state: &Rc<RequestState>,
+    chain: &Chain,
+    ctx: &mut Option<mlua::Table>,
+    phase: Phase,
+) -> Result<(), PluginError> {
+    state.phase.set(phase);
+    if !chain.has(phase) {
+        return Ok(());
+    }
+    enter(state, || vm.run_phase_now(phase, chain, ctx))
 }
 
 impl PluginRun {
-    /// Runs one phase; `Ok(true)` means a plugin ended the request.
+    /// Runs one request-side phase; `Ok(true)` means a plugin ended the request.
     pub(crate) async fn phase(&mut self, phase: Phase) -> Result<bool, PluginError> {
         run_phase(&self.vm, &self.state, &self.chain, &mut self.ctx, phase).await
     }
@@ -55,6 +68,11 @@ impl PluginRun {
             return Ok(true);
         }
         self.phase(Phase::Access).await
+    }
+
+    /// Runs one response-side phase.
+    fn phase_now(&mut self, phase: Phase) -> Result<(), PluginError> {
+        run_phase_now(&self.vm, &self.state, &self.chain, &mut self.ctx, phase)
     }
 
     /// Only a `rewrite` can authenticate a consumer: without a ctx no `rewrite` ran, and nothing is
@@ -88,7 +106,7 @@ impl PluginRun {
     }
 
     /// The response a plugin asked for with `return code, body` or `core.response.exit`.
-    pub(crate) async fn exit_response(self) -> Response<ProxyBody> {
+    pub(crate) fn exit_response(self) -> Response<ProxyBody> {
         let (status, body) = {
             let mut resp = self.state.resp.borrow_mut();
             let status = resp.exit.or(resp.status).unwrap_or(200);
@@ -114,19 +132,18 @@ impl PluginRun {
                 response
             }
         };
-        self.finish(response).await
+        self.finish(response)
     }
 
     /// A plugin raised: the request fails with 500, and only this request.
-    pub(crate) async fn error_response(self, err: PluginError) -> Response<ProxyBody> {
+    pub(crate) fn error_response(self, err: PluginError) -> Response<ProxyBody> {
         tracing::error!(route_id = %self.state.route.id, phase = self.state.phase.get().name(), error = %err, "plugin failed");
         self.state.resp.borrow_mut().headers.clear();
         self.finish(error_page(StatusCode::INTERNAL_SERVER_ERROR))
-            .await
     }
 
     /// Runs `header_filter` on the response head, then wraps the body for `body_filter` and `log`.
-    pub(crate) async fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    pub(crate) fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         let (mut head, body) = response.into_parts();
         {
             let mut resp = self.state.resp.borrow_mut();
@@ -142,7 +159,7 @@ impl PluginRun {
             resp.headers = merged;
             resp.status = Some(head.status.as_u16());
         }
-        if let Err(err) = self.phase(Phase::HeaderFilter).await {
+        if let Err(err) = self.phase_now(Phase::HeaderFilter) {
             tracing::error!(route_id = %self.state.route.id, phase = "header_filter", error = %err, "plugin failed");
             let mut resp = self.state.resp.borrow_mut();
             resp.status = Some(500);
@@ -190,7 +207,7 @@ fn spawn_log(mut run: PluginRun) {
         return;
     }
     tokio::task::spawn_local(async move {
-        if let Err(err) = run.phase(Phase::Log).await {
+        if let Err(err) = run.phase_now(Phase::Log) {
             tracing::error!(route_id = %run.state.route.id, phase = "log", error = %err, "plugin failed");
         }
     });
@@ -213,11 +230,9 @@ impl FilteredBody {
             return Ok(chunk);
         }
         run.state.phase.set(Phase::BodyFilter);
-        run.state.deadline.set(Some(run.vm.deadline()));
         let result = enter(&run.state, || {
             run.vm.run_body_filter(&run.chain, &mut run.ctx, chunk, eof)
         });
-        run.state.deadline.set(None);
         result.map_err(|err| {
             tracing::error!(route_id = %run.state.route.id, phase = "body_filter", error = %err, "plugin failed");
             Box::new(err) as BoxError

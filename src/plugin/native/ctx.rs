@@ -9,7 +9,9 @@ use http::{HeaderMap, Method, Uri};
 use http_body_util::{BodyExt, Limited};
 use mlua::{ExternalResult, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
+use crate::plugin::PluginSettings;
 use crate::plugin::request::{ReqBody, RequestState, with_current};
+use crate::plugin::time_limit;
 use crate::proxy::RequestVars;
 use crate::router::Vars;
 
@@ -172,8 +174,10 @@ pub(crate) fn register(
     lua: &Lua,
     native: &Table,
     worker: WorkerInfo,
-    local_conf: serde_json::Value,
+    settings: &PluginSettings,
 ) -> mlua::Result<()> {
+    let local_conf = settings.local_conf.clone();
+    let limit = settings.phase_time_limit;
     native.set(
         "var",
         lua.create_function(|lua, name: mlua::LuaString| {
@@ -470,7 +474,7 @@ pub(crate) fn register(
     native.set(
         "timer_at",
         lua.create_function(
-            |lua, (delay, callback, args): (f64, mlua::Function, MultiValue)| {
+            move |lua, (delay, callback, args): (f64, mlua::Function, MultiValue)| {
                 let delay = if delay.is_finite() && delay > 0.0 {
                     delay
                 } else {
@@ -481,10 +485,8 @@ pub(crate) fn register(
                     tokio::time::sleep(crate::upstream::seconds(delay)).await;
                     let mut call_args = vec![Value::Boolean(false)];
                     call_args.extend(args);
-                    if let Err(err) = callback
-                        .call_async::<()>(MultiValue::from_vec(call_args))
-                        .await
-                    {
+                    let call = callback.call_async::<()>(MultiValue::from_vec(call_args));
+                    if let Err(err) = time_limit::limited(limit, call).await {
                         tracing::error!(target: "plugin", error = %err, "timer callback failed");
                     }
                     drop(lua);

@@ -37,7 +37,7 @@ pub(crate) fn install(
     shdict::register(lua, &native)?;
     schema::register(lua, &native)?;
     log::register(lua, &native)?;
-    ctx::register(lua, &native, worker, settings.local_conf.clone())?;
+    ctx::register(lua, &native, worker, settings)?;
     http::register(lua, &native)?;
     native.set(
         "schema_def_json",
