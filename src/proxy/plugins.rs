@@ -92,16 +92,20 @@ impl PluginRun {
 
     /// Takes the (possibly rewritten) request out for forwarding.
     pub(crate) fn take_request(&self) -> (http::request::Parts, ReqBody) {
-        let placeholder = http::Request::new(()).into_parts().0;
-        let parts = std::mem::replace(&mut *self.state.parts.borrow_mut(), placeholder);
+        let body = std::mem::replace(&mut *self.state.body.borrow_mut(), ReqBody::Reading);
         if [Phase::HeaderFilter, Phase::BodyFilter, Phase::Log]
             .iter()
             .any(|p| self.chain.has(*p))
         {
-            // Keep a copy of the head so the response phases still see the request (`ctx.var`).
-            *self.state.parts.borrow_mut() = clone_head(&parts);
+            // The head stays for the response phases (`ctx.var`); the upstream gets a copy, and the
+            // extensions hyper attached to the request.
+            let mut parts = self.state.parts.borrow_mut();
+            let mut copy = clone_head(&parts);
+            copy.extensions = std::mem::take(&mut parts.extensions);
+            return (copy, body);
         }
-        let body = std::mem::replace(&mut *self.state.body.borrow_mut(), ReqBody::Reading);
+        let placeholder = http::Request::new(()).into_parts().0;
+        let parts = std::mem::replace(&mut *self.state.parts.borrow_mut(), placeholder);
         (parts, body)
     }
 
