@@ -536,6 +536,27 @@ end
 }
 
 #[tokio::test]
+async fn a_memory_hog_that_catches_the_limit_error_is_stopped_again() {
+    let hoarder = r#"
+local _M = { version = 0.1, priority = 1, name = "hoarder", schema = { type = "object" } }
+function _M.access(conf, ctx)
+    local keep = {}
+    while true do
+        pcall(function()
+            for i = 1, 1e9 do keep[#keep + 1] = string.rep("x", 1024) .. i end
+        end)
+    end
+end
+return _M
+"#;
+    let (gw, _up, _dir) = one_worker_with("hoarder", hoarder).await;
+    assert_eq!(gw.get("/p").await.status(), 500);
+    for _ in 0..4 {
+        assert_eq!(gw.get("/plain").await.status(), 200);
+    }
+}
+
+#[tokio::test]
 async fn body_filter_and_log_phases() {
     let upper = header_plugin(
         "upper",

@@ -36,7 +36,7 @@ end
 -- `injected` is schema_def.plugin_injected_schema: { ["$comment"] = MARK, _meta = {...} }.
 function _M.init(injected)
     meta_schema = injected._meta
-    require("moongate.time_limit").install()
+    require("moongate.limits").install()
 end
 
 local function encode(value)
@@ -490,7 +490,7 @@ function _M.run_phase(phase_index, chain, ctx)
                         body = meta.error_response
                     end
                 end
-                local exited, err = pcall(core.response.exit, code, body)
+                local exited, err = pcall(core.response.exit_returned, code, body)
                 if not exited and err ~= EXIT then
                     error("plugin " .. e.name .. " failed to exit: " .. tostring(err), 0)
                 end

@@ -145,9 +145,9 @@ pub(crate) const MODULES: &[(&str, &str, &str)] = &[
         include_str!("../../lua/moongate/host.lua"),
     ),
     (
-        "moongate.time_limit",
-        "moongate/time_limit.lua",
-        include_str!("../../lua/moongate/time_limit.lua"),
+        "moongate.limits",
+        "moongate/limits.lua",
+        include_str!("../../lua/moongate/limits.lua"),
     ),
     (
         "moongate.ngx",

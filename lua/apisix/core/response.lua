@@ -3,6 +3,7 @@ local native = require("moongate.native")
 local json = require("apisix.core.json")
 
 local native_say = native.say
+local native_exit = native.exit
 local native_resp_set_header = native.resp_set_header
 local native_resp_add_header = native.resp_add_header
 local native_resp_header = native.resp_header
@@ -51,7 +52,9 @@ local function print_body(buf, n)
     end
 end
 
-local function resp_exit(code, ...)
+-- Sets the status, runs the exit callbacks and prints the body pieces; returns the status, or nil
+-- when the first argument was not a number (then nothing ends).
+local function prepare_exit(code, ...)
     local buf = {}
     local n = 0
     if code and type(code) ~= "number" then
@@ -108,6 +111,11 @@ local function resp_exit(code, ...)
     end
 
     print_body(buf, n)
+    return code
+end
+
+local function resp_exit(code, ...)
+    code = prepare_exit(code, ...)
     if code then
         return ngx.exit(code)
     end
@@ -117,6 +125,16 @@ end
 -- request. A non-number first argument is printed as body and nothing ends.
 function _M.exit(code, ...)
     return resp_exit(code, ...)
+end
+
+-- Moongate: what `exit` does, without raising to end the running code. The host uses it for a
+-- phase's `return code, body`, where the phase has already ended: raising would cost an unwind on
+-- every such request.
+function _M.exit_returned(code, ...)
+    code = prepare_exit(code, ...)
+    if code then
+        native_exit(code)
+    end
 end
 
 function _M.say(...)

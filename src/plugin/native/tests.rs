@@ -960,6 +960,11 @@ fn response_exit_contract_and_headers() {
         eq(printed:find('"wrapped":"b"', 1, true) ~= nil, true, "callback body " .. printed)
         eq(printed:sub(-1), "\n")
         eq(fake.resp_headers["x-cb"], "1")
+
+        fake.out = {}
+        eq(core.response.exit_returned(400, "c"), nil, "exit_returned does not raise")
+        eq(fake.exited, 401, "exit_returned runs the callbacks too")
+        eq(table.concat(fake.out):find('"wrapped":"c"', 1, true) ~= nil, true)
         fake.ctx.api_ctx = nil
 
         core.response.set_header("X-A", "1", "X-B", 2)

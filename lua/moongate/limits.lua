@@ -1,7 +1,8 @@
 -- luacheck: globals pcall xpcall coroutine
--- Lua past its time limit must not catch the time-limit error and go on running: once installed,
--- pcall, xpcall and coroutine.resume hand every other error back as usual, and raise that one again.
--- The host keeps the plain versions (it captured them before) to report which plugin overran.
+-- Lua past its time or memory limit must not catch the limit's error and go on running: once
+-- installed, pcall, xpcall and coroutine.resume hand every other error back as usual, and raise
+-- those again. The host keeps the plain versions (it captured them before) to report which plugin
+-- overran.
 local str_find = string.find
 local tostring = tostring
 local error = error
@@ -9,10 +10,10 @@ local raw_pcall = pcall
 local raw_xpcall = xpcall
 local raw_resume = coroutine.resume
 
-local MARK = "moongate: plugin time limit exceeded"
-
 local function overran(err)
-    return str_find(tostring(err), MARK, 1, true) ~= nil
+    local text = tostring(err)
+    return str_find(text, "moongate: plugin time limit exceeded", 1, true) ~= nil
+        or str_find(text, "moongate: plugin memory limit exceeded", 1, true) ~= nil
 end
 
 local function pass(ok, ...)
