@@ -607,24 +607,11 @@ function _M.access(conf, ctx)
 end
 return _M
 "#;
-    let dir = tempfile::tempdir().expect("plugin dir");
-    write(dir.path(), "nap.lua", nap);
-    let up = MockUpstream::start("u").await;
     // One worker: if the sleep blocked its thread, the second request would wait behind it.
-    let gw = TestGateway::builder()
-        .plugins_dir(dir.path())
-        .workers(1)
-        .start()
-        .await;
-    gw.put(
-        "/routes/1",
-        json!({"uri": "/slow", "plugins": {"nap": {}}, "upstream": {"nodes": {up.node(): 1}}}),
-    )
-    .await;
-    gw.put("/routes/2", route_to("/fast", &up.node())).await;
-    let slow = tokio::spawn(gw.client.get(gw.url("/slow")).send());
+    let (gw, _up, _dir) = one_worker_with("nap", nap).await;
+    let slow = tokio::spawn(gw.client.get(gw.url("/p")).send());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let fast = gw.get("/fast").await;
+    let fast = gw.get("/plain").await;
     assert_eq!(fast.status(), 200);
     assert!(
         !slow.is_finished(),

@@ -10,6 +10,7 @@ local raw_pcall = pcall
 local raw_xpcall = xpcall
 local raw_resume = coroutine.resume
 
+-- The messages src/plugin/vm.rs raises from its count hook.
 local function overran(err)
     local text = tostring(err)
     return str_find(text, "moongate: plugin time limit exceeded", 1, true) ~= nil

@@ -15,6 +15,8 @@ use super::native::{self, WorkerInfo};
 use super::registry::{PluginInfo, PluginSettings, Source};
 use super::time_limit;
 use super::{Phase, PluginError, lua_message};
+use crate::store::{RouteEntry, Snapshot};
+use crate::validate::SchemaType;
 
 /// Instructions between two checks of the time and memory limits in running Lua.
 const HOOK_EVERY: u32 = 10_000;
@@ -22,8 +24,6 @@ const HOOK_EVERY: u32 = 10_000;
 const TIME_LIMIT_MARK: &str = "moongate: plugin time limit exceeded";
 /// The error the memory check raises.
 const MEMORY_LIMIT_MARK: &str = "moongate: plugin memory limit exceeded";
-use crate::store::{RouteEntry, Snapshot};
-use crate::validate::SchemaType;
 
 /// The plugins of one route (global-rule plugins first), compiled into a Lua array once per config
 /// version: conf tables with schema defaults filled, sorted by priority.
