@@ -348,6 +348,29 @@ function _M.request(self, params)
     return response(res, method)
 end
 
+-- request_uri parses the same few URIs again and again (a plugin's configured endpoint), so parses
+-- of URIs that name their scheme (which then do not depend on the request) are kept: up to
+-- URI_CACHE_MAX of them, then the cache starts over.
+local URI_CACHE_MAX = 256
+local uri_cache, uri_cache_size = {}, 0
+
+local function parse_for_request(self, uri)
+    local parsed = uri_cache[uri]
+    if parsed then
+        return parsed
+    end
+    local err
+    parsed, err = self:parse_uri(uri, false)
+    if parsed and str_find(uri, "^https?://") then
+        if uri_cache_size >= URI_CACHE_MAX then
+            uri_cache, uri_cache_size = {}, 0
+        end
+        uri_cache[uri] = parsed
+        uri_cache_size = uri_cache_size + 1
+    end
+    return parsed, err
+end
+
 function _M.request_uri(self, uri, params)
     local p = {}
     if params then
@@ -355,7 +378,7 @@ function _M.request_uri(self, uri, params)
             p[k] = v
         end
     end
-    local parsed, err = self:parse_uri(uri, false)
+    local parsed, err = parse_for_request(self, uri)
     if not parsed then
         return nil, err
     end

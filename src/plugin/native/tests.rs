@@ -1284,6 +1284,12 @@ fn resty_http_builds_the_request_for_the_native() {
         eq(req3.headers["Host"], "h", "default port omitted")
         eq(req3.headers["Content-Length"], nil, "GET without body")
 
+        assert(httpc:request_uri("https://api.example.com:8443/fn?ignored=1", {query = "c=3"}))
+        local again = fake.http_requests[4]
+        eq(again.host, "api.example.com", "a URI parsed before gives the same request")
+        eq(again.port, 8443)
+        eq(again.path, "/fn?c=3")
+
         fake.http_error = "timeout"
         local r4, err4 = httpc:request_uri("http://h/")
         eq(r4, nil)
