@@ -283,11 +283,7 @@ impl Vm {
             ctx.as_ref(),
         ));
         let result = time_limit::limited(self.time_limit, call).await;
-        let (ended, created) = self.map_result(result)?;
-        if created.is_some() {
-            *ctx = created;
-        }
-        Ok(ended)
+        self.keep_ctx(result, ctx)
     }
 
     /// Runs one response-side phase of a chain (header_filter, log) as a plain call: these never
@@ -304,11 +300,7 @@ impl Vm {
             &chain.table,
             ctx.as_ref(),
         ));
-        let (_, created) = self.map_result(result)?;
-        if created.is_some() {
-            *ctx = created;
-        }
-        Ok(())
+        self.keep_ctx(result, ctx).map(|_| ())
     }
 
     /// Runs the `body_filter`s of a chain on one chunk; returns the chunk to send.
@@ -329,11 +321,22 @@ impl Vm {
                 chunk,
                 eof,
             ));
-        let (out, created) = self.map_result(result)?;
+        let out = self.keep_ctx(result, ctx)?;
+        Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
+    }
+
+    /// The first result of a phase call; the ctx the call created (second result), if any, is
+    /// stored into `ctx`.
+    fn keep_ctx<T>(
+        &self,
+        result: mlua::Result<(T, Option<Table>)>,
+        ctx: &mut Option<Table>,
+    ) -> Result<T, PluginError> {
+        let (first, created) = self.map_result(result)?;
         if created.is_some() {
             *ctx = created;
         }
-        Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
+        Ok(first)
     }
 
     fn map_result<T>(&self, result: mlua::Result<T>) -> Result<T, PluginError> {
