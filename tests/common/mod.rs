@@ -86,20 +86,7 @@ impl TestGateway {
 
     /// Sends an Admin API request with the admin key; returns status and JSON (or string) body.
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.parse().expect("method"), self.admin_url(path))
-            .header("X-API-KEY", ADMIN_KEY);
-        if let Some(body) = body {
-            req = req.body(body.to_string());
-        }
-        let resp = req.send().await.expect("admin request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("admin body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        admin_request(&self.client, &self.admin_url(path), method, body.as_ref()).await
     }
 
     /// PUTs an object and asserts the write succeeded.
@@ -514,4 +501,26 @@ pub fn self_signed(names: &[&str]) -> (String, String) {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let cert = rcgen::generate_simple_self_signed(names).expect("generate cert");
     (cert.cert.pem(), cert.signing_key.serialize_pem())
+}
+
+/// An Admin API request with the admin key to `url`; returns status and JSON (or string) body.
+pub async fn admin_request(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = client
+        .request(method.parse().expect("method"), url)
+        .header("X-API-KEY", ADMIN_KEY);
+    if let Some(body) = body {
+        req = req.body(body.to_string());
+    }
+    let resp = req.send().await.expect("admin request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("admin body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }

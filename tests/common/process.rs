@@ -130,23 +130,8 @@ impl GatewayProcess {
 
     /// An Admin API call with the admin key: the status and the body (JSON, or a string).
     pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(
-                method.parse().expect("method"),
-                format!("http://{}/apisix/admin{path}", self.admin),
-            )
-            .header("X-API-KEY", ADMIN_KEY);
-        if let Some(body) = body {
-            req = req.body(body.to_string());
-        }
-        let resp = req.send().await.expect("admin answers");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let url = format!("http://{}/apisix/admin{path}", self.admin);
+        super::admin_request(&self.client, &url, method, body).await
     }
 
     /// Sends a signal by name (`TERM`, `KILL`, ...).
