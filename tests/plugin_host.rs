@@ -44,6 +44,16 @@ return _M
     )
 }
 
+/// A plugin of priority 1 with an empty schema, whose module is `code` (defining `_M.<phase>`).
+fn bare_plugin(name: &str, code: &str) -> String {
+    format!(
+        r#"local _M = {{ version = 0.1, priority = 1, name = "{name}", schema = {{ type = "object" }} }}
+{code}
+return _M
+"#
+    )
+}
+
 fn write(dir: &Path, file: &str, text: &str) {
     let path = dir.join(file);
     if let Some(parent) = path.parent() {
@@ -431,27 +441,25 @@ async fn one_worker_with(
         .workers(1)
         .start()
         .await;
-    gw.put(
-        "/routes/1",
-        json!({"uri": "/p", "plugins": {name: {}}, "upstream": {"nodes": {up.node(): 1}}}),
-    )
-    .await;
+    gw.put("/routes/1", route_with(&up, json!({name: {}})))
+        .await;
     gw.put("/routes/2", route_to("/plain", &up.node())).await;
     (gw, up, dir)
 }
 
 #[tokio::test]
 async fn a_runaway_loop_that_catches_the_time_limit_error_is_stopped_again() {
-    let stubborn = r#"
-local _M = { version = 0.1, priority = 1, name = "stubborn", schema = { type = "object" } }
+    let stubborn = bare_plugin(
+        "stubborn",
+        r#"
 function _M.access(conf, ctx)
     while true do
         pcall(function() while true do end end)
     end
 end
-return _M
-"#;
-    let (gw, _up, _dir) = one_worker_with("stubborn", stubborn).await;
+"#,
+    );
+    let (gw, _up, _dir) = one_worker_with("stubborn", &stubborn).await;
     let started = Instant::now();
     assert_eq!(gw.get("/p").await.status(), 500);
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -460,28 +468,30 @@ return _M
 
 #[tokio::test]
 async fn a_runaway_header_filter_fails_only_its_request() {
-    let spin = r#"
-local _M = { version = 0.1, priority = 1, name = "spin", schema = { type = "object" } }
+    let spin = bare_plugin(
+        "spin",
+        r#"
 function _M.header_filter(conf, ctx)
     while true do end
 end
-return _M
-"#;
-    let (gw, _up, _dir) = one_worker_with("spin", spin).await;
+"#,
+    );
+    let (gw, _up, _dir) = one_worker_with("spin", &spin).await;
     assert_eq!(gw.get("/p").await.status(), 500);
     assert_eq!(gw.get("/plain").await.status(), 200);
 }
 
 #[tokio::test]
 async fn a_runaway_timer_callback_is_stopped_and_the_worker_serves_again() {
-    let timer = r#"
-local _M = { version = 0.1, priority = 1, name = "spin_timer", schema = { type = "object" } }
+    let timer = bare_plugin(
+        "spin_timer",
+        r#"
 function _M.access(conf, ctx)
     ngx.timer.at(0, function() while true do end end)
 end
-return _M
-"#;
-    let (gw, _up, _dir) = one_worker_with("spin_timer", timer).await;
+"#,
+    );
+    let (gw, _up, _dir) = one_worker_with("spin_timer", &timer).await;
     assert_eq!(gw.get("/p").await.status(), 200);
     // The timer holds the only worker until its time limit (2 s here) stops it; then the worker
     // serves again.
@@ -495,18 +505,19 @@ return _M
 
 #[tokio::test]
 async fn waiting_longer_than_the_time_limit_is_not_running_away() {
-    let patient = r#"
-local _M = { version = 0.1, priority = 1, name = "patient", schema = { type = "object" } }
+    let patient = bare_plugin(
+        "patient",
+        r#"
 function _M.access(conf, ctx)
     ngx.sleep(2.5)
     local n = 0
     for i = 1, 100000 do n = n + i end
     ngx.header["x-sum"] = tostring(n)
 end
-return _M
-"#;
+"#,
+    );
     // The test gateways' limit is 2 s: the sleep is longer, the Lua itself runs for microseconds.
-    let (gw, _up, _dir) = one_worker_with("patient", patient).await;
+    let (gw, _up, _dir) = one_worker_with("patient", &patient).await;
     let resp = gw.get("/p").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-sum"], "5000050000");
@@ -537,8 +548,9 @@ end
 
 #[tokio::test]
 async fn a_memory_hog_that_catches_the_limit_error_is_stopped_again() {
-    let hoarder = r#"
-local _M = { version = 0.1, priority = 1, name = "hoarder", schema = { type = "object" } }
+    let hoarder = bare_plugin(
+        "hoarder",
+        r#"
 function _M.access(conf, ctx)
     local keep = {}
     while true do
@@ -547,9 +559,9 @@ function _M.access(conf, ctx)
         end)
     end
 end
-return _M
-"#;
-    let (gw, _up, _dir) = one_worker_with("hoarder", hoarder).await;
+"#,
+    );
+    let (gw, _up, _dir) = one_worker_with("hoarder", &hoarder).await;
     assert_eq!(gw.get("/p").await.status(), 500);
     for _ in 0..4 {
         assert_eq!(gw.get("/plain").await.status(), 200);
@@ -573,15 +585,15 @@ function _M.log(conf, ctx)
 end
 "#,
     );
-    let counter = r#"
-local _M = { version = 0.1, priority = 1, name = "logcount", schema = { type = "object" } }
+    let counter = bare_plugin(
+        "logcount",
+        r#"
 function _M.access(conf, ctx)
     return 200, { logged = ngx.shared["test-log"]:get("logged") or 0 }
 end
-return _M
-"#;
-    let (gw, up, _dir) =
-        gateway_with(&[("upper.lua", upper), ("logcount.lua", counter.into())]).await;
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("upper.lua", upper), ("logcount.lua", counter)]).await;
     gw.put("/routes/1", route_with(&up, json!({"upper": {}})))
         .await;
     gw.put(
@@ -600,15 +612,16 @@ return _M
 
 #[tokio::test]
 async fn ngx_sleep_yields_without_blocking_the_worker() {
-    let nap = r#"
-local _M = { version = 0.1, priority = 1, name = "nap", schema = { type = "object" } }
+    let nap = bare_plugin(
+        "nap",
+        r#"
 function _M.access(conf, ctx)
     ngx.sleep(1.5)
 end
-return _M
-"#;
+"#,
+    );
     // One worker: if the sleep blocked its thread, the second request would wait behind it.
-    let (gw, _up, _dir) = one_worker_with("nap", nap).await;
+    let (gw, _up, _dir) = one_worker_with("nap", &nap).await;
     let slow = tokio::spawn(gw.client.get(gw.url("/p")).send());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fast = gw.get("/plain").await;
@@ -787,16 +800,17 @@ async fn global_rules_run_before_route_plugins() {
 
 #[tokio::test]
 async fn route_without_upstream_served_by_a_plugin() {
-    let answer = r#"
+    let answer = bare_plugin(
+        "answer",
+        r#"
 local core = require("apisix.core")
-local _M = { version = 0.1, priority = 1, name = "answer", schema = { type = "object" } }
 function _M.access(conf, ctx)
     core.response.set_header("content-type", "text/plain")
     return 200, "answered by " .. ctx.var.uri .. " " .. (ctx.curr_req_matched[":ext"] or "")
 end
-return _M
-"#;
-    let (gw, _up, _dir) = gateway_with(&[("answer.lua", answer.into())]).await;
+"#,
+    );
+    let (gw, _up, _dir) = gateway_with(&[("answer.lua", answer)]).await;
     gw.put(
         "/routes/1",
         json!({"uri": "/fn/*", "plugins": {"answer": {}}}),
@@ -810,16 +824,17 @@ return _M
 
 #[tokio::test]
 async fn response_phases_still_see_the_request() {
-    let echo_arg = r#"
+    let echo_arg = bare_plugin(
+        "echoarg",
+        r#"
 local core = require("apisix.core")
-local _M = { version = 0.1, priority = 1, name = "echoarg", schema = { type = "object" } }
 function _M.header_filter(conf, ctx)
     core.response.set_header("x-arg", ctx.var.arg_name or "none")
     core.response.set_header("x-method", core.request.get_method())
 end
-return _M
-"#;
-    let (gw, up, _dir) = gateway_with(&[("echoarg.lua", echo_arg.into())]).await;
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("echoarg.lua", echo_arg)]).await;
     gw.put("/routes/1", route_with(&up, json!({"echoarg": {}})))
         .await;
     let resp = gw.get("/p?name=moon").await;
@@ -842,27 +857,19 @@ async fn routes_with_plugins_reuse_upstream_connections() {
 #[tokio::test]
 async fn a_reload_with_nothing_changed_keeps_the_running_vms() {
     // Module state lives as long as the VM: a no-op reload must not reset it.
-    let counter = r#"
+    let counter = bare_plugin(
+        "counter",
+        r#"
 local core = require("apisix.core")
 local count = 0
-local _M = { version = 0.1, priority = 1, name = "counter", schema = { type = "object" } }
 function _M.header_filter(conf, ctx)
     count = count + 1
     core.response.set_header("x-count", count)
 end
-return _M
-"#;
-    let dir = tempfile::tempdir().expect("plugin dir");
-    write(dir.path(), "counter.lua", counter);
-    let up = MockUpstream::start("u").await;
+"#,
+    );
     // One worker, so every request sees the same VM.
-    let gw = TestGateway::builder()
-        .plugins_dir(dir.path())
-        .workers(1)
-        .start()
-        .await;
-    gw.put("/routes/1", route_with(&up, json!({"counter": {}})))
-        .await;
+    let (gw, _up, dir) = one_worker_with("counter", &counter).await;
     let count = |resp: reqwest::Response| {
         resp.headers()["x-count"]
             .to_str()
