@@ -843,6 +843,40 @@ end
 }
 
 #[tokio::test]
+async fn each_request_starts_with_a_fresh_ctx() {
+    // A finished request's ctx table serves a later request: nothing may carry over.
+    let plugin = bare_plugin(
+        "fresh",
+        r#"
+local core = require("apisix.core")
+function _M.access(conf, ctx)
+    core.response.set_header("x-before", tostring(ctx.mark) .. "," .. tostring(ctx.conf_type))
+    ctx.mark = ctx.var.arg_n
+end
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-mark", ctx.mark, "x-uri", ctx.var.uri, "x-num", 7)
+    core.response.set_header("x-list", {"a", "b"})
+    ngx.resp.add_header("x-flag", true)
+end
+"#,
+    );
+    // One worker, so the requests share one VM and its spare ctx tables.
+    let (gw, _up, _dir) = one_worker_with("fresh", &plugin).await;
+    for n in 0..3 {
+        let resp = gw.get(&format!("/p?n={n}")).await;
+        assert_eq!(resp.status(), 200);
+        let headers = resp.headers();
+        assert_eq!(headers["x-before"], "nil,route");
+        assert_eq!(headers["x-mark"], n.to_string().as_str());
+        assert_eq!(headers["x-uri"], "/p");
+        assert_eq!(headers["x-num"], "7");
+        assert_eq!(headers["x-flag"], "true");
+        let list: Vec<_> = headers.get_all("x-list").iter().collect();
+        assert_eq!(list, ["a", "b"]);
+    }
+}
+
+#[tokio::test]
 async fn routes_with_plugins_reuse_upstream_connections() {
     let (gw, up, _dir) = gateway_with(&[("hello.lua", header_plugin("hello", 10, ""))]).await;
     gw.put("/routes/1", route_with(&up, json!({"hello": {}})))

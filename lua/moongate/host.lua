@@ -20,6 +20,8 @@ local rawset = rawset
 local load = load
 local traceback = debug.traceback
 local json_decode = native.json_decode
+local clear_tab = require("table.clear")
+local release_vars = core.ctx.release_vars
 
 local MARK = "this is a mark for our injected plugin schema"
 local PHASES = { "rewrite", "access", "before_proxy", "header_filter", "body_filter", "log" }
@@ -319,15 +321,20 @@ local CTX_MT = {
     end,
 }
 
--- Route facts that only change with the config come from the chain.
-local function new_ctx(chain)
-    return setmetatable({
-        conf_type = "route",
-        conf_id = chain.route_id,
-        conf_version = chain.conf_version,
-        matched_route = chain.matched_route,
-        service_id = chain.service_id,
-    }, CTX_MT)
+-- Sets up `ctx` for a new request. The table may be one a finished request used: the host keeps
+-- those for the next requests, as APISIX takes api_ctx from a tablepool, so that serving a request
+-- leaves no garbage here. Route facts that only change with the config come from the chain.
+local function init_ctx(ctx, chain)
+    if rawget(ctx, "var") then
+        release_vars(ctx)
+    end
+    clear_tab(ctx)
+    ctx.conf_type = "route"
+    ctx.conf_id = chain.route_id
+    ctx.conf_version = chain.conf_version
+    ctx.matched_route = chain.matched_route
+    ctx.service_id = chain.service_id
+    setmetatable(ctx, CTX_MT)
 end
 
 -- Consumer chains, per route chain and consumer object (both stay the same tables until the
@@ -454,13 +461,11 @@ local function run_pre_function(e, ctx)
     end
 end
 
--- Runs one phase of a chain (`phase_index` into PHASES). The first call of a request creates its
--- ctx (nil is passed) and returns it second. Returns true first when a plugin ended the request.
-function _M.run_phase(phase_index, chain, ctx)
-    local created
-    if not ctx then
-        ctx = new_ctx(chain)
-        created = ctx
+-- Runs one phase of a chain (`phase_index` into PHASES) with the request's ctx, which the first
+-- call of a request sets up (`fresh`). Returns true when a plugin ended the request.
+function _M.run_phase(phase_index, chain, ctx, fresh)
+    if fresh then
+        init_ctx(ctx, chain)
     end
     local phase = PHASES[phase_index]
     local exiting = EXITING[phase]
@@ -475,7 +480,7 @@ function _M.run_phase(phase_index, chain, ctx)
             local ok, code, body = xpcall(f, on_error, e.conf, ctx)
             if not ok then
                 if code == EXIT then
-                    return true, created
+                    return true
                 end
                 error("plugin " .. e.name .. " failed in " .. phase .. ": " .. tostring(code), 0)
             end
@@ -494,20 +499,18 @@ function _M.run_phase(phase_index, chain, ctx)
                 if not exited and err ~= EXIT then
                     error("plugin " .. e.name .. " failed to exit: " .. tostring(err), 0)
                 end
-                return true, created
+                return true
             end
         end
     end
     ctx._plugin_name = nil
-    return false, created
+    return false
 end
 
--- Runs the body filters on one chunk; returns the chunk to send, and the ctx when it created it.
-function _M.run_body_filter(chain, ctx, chunk, eof)
-    local created
-    if not ctx then
-        ctx = new_ctx(chain)
-        created = ctx
+-- Runs the body filters on one chunk; returns the chunk to send. `fresh` as for run_phase.
+function _M.run_body_filter(chain, ctx, fresh, chunk, eof)
+    if fresh then
+        init_ctx(ctx, chain)
     end
     local arg = ngx.arg
     arg[1] = chunk
@@ -526,7 +529,7 @@ function _M.run_body_filter(chain, ctx, chunk, eof)
             end
         end
     end
-    return arg[1], created
+    return arg[1]
 end
 
 -- Calls every plugin's destroy() when the VM is replaced.

@@ -31,6 +31,7 @@ local str_lower = string.lower
 local str_find = string.find
 local str_gsub = string.gsub
 local unpack = unpack
+local clear_tab = require("table.clear")
 
 local function pack(...)
     return { n = select("#", ...), ... }
@@ -69,20 +70,32 @@ local header_mt = {
 }
 _M.header_mt = header_mt
 
--- ngx.header converts "_" to "-" in names (content_type -> content-type).
-local norm_cache = setmetatable({}, { __mode = "k" })
+-- ngx.header and core.response convert "_" to "-" in names (content_type -> content-type). The
+-- answers are kept: plugins use a handful of names. A name can come from a request, so the cache is
+-- emptied when it grows past a bound.
+local NAME_CACHE_MAX = 512
+local name_cache, name_cache_size = {}, 0
 local function header_name(k)
-    local n = norm_cache[k]
+    local n = name_cache[k]
     if n then
         return n
     end
+    if type(k) ~= "string" then
+        return k
+    end
     n = k
-    if type(k) == "string" and str_find(k, "_", 1, true) then
+    if str_find(k, "_", 1, true) then
         n = str_gsub(k, "_", "-")
     end
-    norm_cache[k] = n
+    if name_cache_size >= NAME_CACHE_MAX then
+        clear_tab(name_cache)
+        name_cache_size = 0
+    end
+    name_cache_size = name_cache_size + 1
+    name_cache[k] = n
     return n
 end
+_M.header_name = header_name
 
 -- Flattens ngx.print arguments (strings, numbers, booleans, nil, ngx.null, nested arrays).
 local function flatten(buf, n, v, null)

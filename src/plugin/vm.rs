@@ -24,6 +24,8 @@ const HOOK_EVERY: u32 = 10_000;
 const TIME_LIMIT_MARK: &str = "moongate: plugin time limit exceeded";
 /// The error the memory check raises.
 const MEMORY_LIMIT_MARK: &str = "moongate: plugin memory limit exceeded";
+/// How many finished requests' ctx tables a VM keeps for the next requests.
+const CTX_POOL_MAX: usize = 256;
 
 /// The plugins of one route (global-rule plugins first), compiled into a Lua array once per config
 /// version: conf tables with schema defaults filled, sorted by priority.
@@ -55,6 +57,9 @@ pub(crate) struct Vm {
     chains: RefCell<rustc_hash::FxHashMap<String, Rc<Chain>>>,
     /// How long a stretch of Lua may run without yielding (see [`time_limit`]).
     time_limit: Duration,
+    /// ctx tables of finished requests, handed to the next ones: a request that only runs plugin
+    /// code then leaves no garbage for the Lua GC.
+    ctx_pool: RefCell<Vec<Table>>,
 }
 
 impl Vm {
@@ -118,6 +123,7 @@ impl Vm {
             generation,
             chains: RefCell::new(rustc_hash::FxHashMap::default()),
             time_limit: settings.phase_time_limit,
+            ctx_pool: RefCell::new(Vec::new()),
         })
     }
 
@@ -267,23 +273,22 @@ impl Vm {
 
     /// Runs one request-side phase of a chain (rewrite, access, before_proxy), in a coroutine: as in
     /// OpenResty, these may yield (`ngx.sleep`, `resty.http`). The request's `ctx` (APISIX's
-    /// `api_ctx`) is created by the first call that gets `None`, and stored into `ctx`. `Ok(true)`
-    /// means a plugin ended the request.
+    /// `api_ctx`) is set up by the first call, and returned to the VM by [`Vm::release_ctx`] when
+    /// the request is done. `Ok(true)` means a plugin ended the request.
     pub(crate) async fn run_phase(
         &self,
         phase: Phase,
         chain: &Chain,
         ctx: &mut Option<Table>,
     ) -> Result<bool, PluginError> {
+        let (ctx, fresh) = self.request_ctx(ctx)?;
         // The phase goes as its index into the Lua side's phase list: a number crosses for free,
         // a string would be interned on every call.
-        let call = self.run_phase.call_async::<(bool, Option<Table>)>((
-            phase.index(),
-            &chain.table,
-            ctx.as_ref(),
-        ));
+        let call = self
+            .run_phase
+            .call_async::<bool>((phase.index(), &chain.table, ctx, fresh));
         let result = time_limit::limited(self.time_limit, call).await;
-        self.keep_ctx(result, ctx)
+        self.map_result(result)
     }
 
     /// Runs one response-side phase of a chain (header_filter, log) as a plain call: these never
@@ -294,13 +299,12 @@ impl Vm {
         chain: &Chain,
         ctx: &mut Option<Table>,
     ) -> Result<(), PluginError> {
+        let (ctx, fresh) = self.request_ctx(ctx)?;
         let _stretch = self.stretch();
-        let result = self.run_phase.call::<(bool, Option<Table>)>((
-            phase.index(),
-            &chain.table,
-            ctx.as_ref(),
-        ));
-        self.keep_ctx(result, ctx).map(|_| ())
+        let result = self
+            .run_phase
+            .call::<bool>((phase.index(), &chain.table, ctx, fresh));
+        self.map_result(result).map(|_| ())
     }
 
     /// Runs the `body_filter`s of a chain on one chunk; returns the chunk to send.
@@ -311,32 +315,44 @@ impl Vm {
         chunk: Bytes,
         eof: bool,
     ) -> Result<Bytes, PluginError> {
+        let (ctx, fresh) = self.request_ctx(ctx)?;
         let chunk = self.lua.create_string(&chunk)?;
         let _stretch = self.stretch();
-        let result = self
-            .body_filter
-            .call::<(Option<mlua::LuaString>, Option<Table>)>((
-                &chain.table,
-                ctx.as_ref(),
-                chunk,
-                eof,
-            ));
-        let out = self.keep_ctx(result, ctx)?;
+        let result = self.body_filter.call::<Option<mlua::LuaString>>((
+            &chain.table,
+            ctx,
+            fresh,
+            chunk,
+            eof,
+        ));
+        let out = self.map_result(result)?;
         Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
     }
 
-    /// The first result of a phase call; the ctx the call created (second result), if any, is
-    /// stored into `ctx`.
-    fn keep_ctx<T>(
+    /// The request's ctx table; on its first phase call one from the pool (or a new one), with
+    /// `true` for Lua to set it up.
+    fn request_ctx<'a>(
         &self,
-        result: mlua::Result<(T, Option<Table>)>,
-        ctx: &mut Option<Table>,
-    ) -> Result<T, PluginError> {
-        let (first, created) = self.map_result(result)?;
-        if created.is_some() {
-            *ctx = created;
+        ctx: &'a mut Option<Table>,
+    ) -> Result<(&'a Table, bool), PluginError> {
+        match ctx {
+            Some(table) => Ok((table, false)),
+            None => {
+                let table = match self.ctx_pool.borrow_mut().pop() {
+                    Some(table) => table,
+                    None => self.lua.create_table()?,
+                };
+                Ok((ctx.insert(table), true))
+            }
         }
-        Ok(first)
+    }
+
+    /// Takes back the ctx of a finished request for a later one.
+    pub(crate) fn release_ctx(&self, ctx: Table) {
+        let mut pool = self.ctx_pool.borrow_mut();
+        if pool.len() < CTX_POOL_MAX {
+            pool.push(ctx);
+        }
     }
 
     fn map_result<T>(&self, result: mlua::Result<T>) -> Result<T, PluginError> {

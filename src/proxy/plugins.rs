@@ -18,9 +18,17 @@ use crate::upstream::pool::BoxError;
 pub(crate) struct PluginRun {
     pub(crate) vm: Rc<Vm>,
     pub(crate) chain: Rc<Chain>,
-    /// The request's `ctx`, created by the first phase that runs Lua.
+    /// The request's `ctx`, set up by the first phase that runs Lua.
     pub(crate) ctx: Option<mlua::Table>,
     pub(crate) state: Rc<RequestState>,
+}
+
+impl Drop for PluginRun {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            self.vm.release_ctx(ctx);
+        }
+    }
 }
 
 /// Runs one request-side phase of `chain` (these may yield), if it has that phase. `Ok(true)` means

@@ -15,8 +15,6 @@ local tostring = tostring
 local tonumber = tonumber
 local concat = table.concat
 local str_sub = string.sub
-local str_gsub = string.gsub
-local str_find = string.find
 
 local _M = { version = 0.1 }
 
@@ -25,12 +23,7 @@ local function ctx_of()
     return ngx_ctx and (ngx_ctx.api_ctx or ngx_ctx)
 end
 
-local function header_name(name)
-    if str_find(name, "_", 1, true) then
-        return (str_gsub(name, "_", "-"))
-    end
-    return name
-end
+local header_name = require("moongate.ngx").header_name
 
 -- Registers fn(code, body, headers, conf) -> code, body, headers, run by exit() for this request.
 function _M.exit_insert_callback(fn, conf)
@@ -175,8 +168,18 @@ local function set_header(append, ...)
     end
 end
 
-function _M.set_header(...)
-    set_header(false, ...)
+-- set_header(name, value) is by far the most common call: it skips the general path's varargs.
+function _M.set_header(name, value, ...)
+    if type(name) ~= "string" or select("#", ...) > 0 then
+        if value == nil and select("#", ...) == 0 then
+            return set_header(false, name) -- set_header({name = value, ...})
+        end
+        return set_header(false, name, value, ...)
+    end
+    if value ~= nil and type(value) ~= "string" and type(value) ~= "table" then
+        value = tostring(value)
+    end
+    native_resp_set_header(header_name(name), value)
 end
 
 function _M.add_header(...)

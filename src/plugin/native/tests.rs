@@ -976,6 +976,12 @@ fn response_exit_contract_and_headers() {
         eq(fake.resp_headers["x-c"][2], "4")
         core.response.set_header("X-A")
         eq(fake.resp_headers["x-a"], nil, "name only removes")
+        core.response.set_header("X_D", 5)
+        eq(fake.resp_headers["x-d"], "5", "a number value, a name with _")
+        core.response.set_header("X-E", {"a", "b"})
+        eq(fake.resp_headers["x-e"][2], "b", "a list value")
+        core.response.set_header({["X-F"] = "6"}, nil)
+        eq(fake.resp_headers["x-f"], "6", "a table of headers with a trailing nil")
         ngx.header["Content_Type"] = "text/plain"
         eq(fake.resp_headers["content-type"], "text/plain", "ngx.header maps _ to -")
         eq(ngx.header.content_type, "text/plain")
