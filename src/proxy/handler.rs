@@ -23,7 +23,7 @@ use crate::admin::{self, Admin};
 use crate::error::status_for;
 use crate::plugin::{Arrival, Phase, PluginError, PluginHost, ReqBody, RequestState};
 use crate::router::{MatchInput, Vars};
-use crate::store::{RouteEntry, Snapshot, Store};
+use crate::store::{RouteEntry, Store};
 use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
 use crate::upstream::{HashOn, Node, Upstream};
 
@@ -182,9 +182,15 @@ async fn serve(
             conn,
             matched,
         };
+        let state = Rc::new(RequestState::new(
+            request,
+            snapshot,
+            route.clone(),
+            dp.max_body,
+        ));
         // Boxed, in a statement of its own: the request-side phases' futures would otherwise be
         // part of every request's future, plain requests included.
-        let plugins = Box::pin(plugins_before_proxy(dp, host, snapshot, &route, request));
+        let plugins = Box::pin(plugins_before_proxy(dp, host, state));
         match plugins.await {
             Ok((run, outbound)) => {
                 plugin_run = Some(run);
@@ -263,46 +269,46 @@ where
 async fn plugins_before_proxy(
     dp: &DataPlane,
     host: &PluginHost,
-    snapshot: Arc<Snapshot>,
-    route: &Arc<RouteEntry>,
-    request: Arrival,
+    state: Rc<RequestState>,
 ) -> Result<(PluginRun, Outbound), Response<ProxyBody>> {
+    let route = &state.route;
     let failed = |err: PluginError| {
         tracing::error!(route_id = %route.id, error = %err, "plugin failed");
         error_page(status_for(&err))
     };
     let vm = host.worker_vm().map_err(failed)?;
-    let chain = vm.chain(&snapshot, route).map_err(failed)?;
-    let conn = request.conn;
-    let state = Rc::new(RequestState::new(
-        request,
-        snapshot,
-        route.clone(),
-        dp.max_body,
-    ));
+    let chain = vm.chain(&state.snapshot, route).map_err(failed)?;
+    let conn = state.conn;
+    let route = route.clone();
     let mut run = PluginRun {
         vm,
         chain,
         ctx: None,
         state,
     };
-    match run.rewrite_and_access().await {
-        Ok(false) => {}
-        Ok(true) => return Err(run.exit_response()),
-        Err(err) => return Err(run.error_response(err)),
+    // Most chains have no request-side phase at all (a header or a log plugin): they skip the
+    // phase futures.
+    if run.chain.has(Phase::Rewrite) || run.chain.has(Phase::Access) {
+        match run.rewrite_and_access().await {
+            Ok(false) => {}
+            Ok(true) => return Err(run.exit_response()),
+            Err(err) => return Err(run.error_response(err)),
+        }
     }
     let Some(upstream) = route.upstream.clone() else {
-        return Err(run.finish(no_upstream(route)));
+        return Err(run.finish(no_upstream(&route)));
     };
     let attempts = {
         let parts = run.state.parts.borrow();
         let path = run.state.path.borrow();
         attempt_order(&upstream, &RequestVars::new(&parts, &path, conn))
     };
-    match run.phase(Phase::BeforeProxy).await {
-        Ok(false) => {}
-        Ok(true) => return Err(run.exit_response()),
-        Err(err) => return Err(run.error_response(err)),
+    if run.chain.has(Phase::BeforeProxy) {
+        match run.phase(Phase::BeforeProxy).await {
+            Ok(false) => {}
+            Ok(true) => return Err(run.exit_response()),
+            Err(err) => return Err(run.error_response(err)),
+        }
     }
     let (parts, body) = run.take_request();
     let uri = match run.state.vars.borrow().get("upstream_uri") {
