@@ -338,7 +338,8 @@ impl Vm {
         match ctx {
             Some(table) => Ok((table, false)),
             None => {
-                let table = match self.ctx_pool.borrow_mut().pop() {
+                let pooled = self.ctx_pool.borrow_mut().pop();
+                let table = match pooled {
                     Some(table) => table,
                     None => self.lua.create_table()?,
                 };
