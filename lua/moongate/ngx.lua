@@ -31,7 +31,6 @@ local str_lower = string.lower
 local str_find = string.find
 local str_gsub = string.gsub
 local unpack = unpack
-local clear_tab = require("table.clear")
 
 local function pack(...)
     return { n = select("#", ...), ... }
@@ -71,10 +70,8 @@ local header_mt = {
 _M.header_mt = header_mt
 
 -- ngx.header and core.response convert "_" to "-" in names (content_type -> content-type). The
--- answers are kept: plugins use a handful of names. A name can come from a request, so the cache is
--- emptied when it grows past a bound.
-local NAME_CACHE_MAX = 512
-local name_cache, name_cache_size = {}, 0
+-- answers are kept: plugins use a handful of names, though a name can come from a request.
+local name_cache, remember_name = require("moongate.memo").new(512)
 local function header_name(k)
     local n = name_cache[k]
     if n then
@@ -87,12 +84,7 @@ local function header_name(k)
     if str_find(k, "_", 1, true) then
         n = str_gsub(k, "_", "-")
     end
-    if name_cache_size >= NAME_CACHE_MAX then
-        clear_tab(name_cache)
-        name_cache_size = 0
-    end
-    name_cache_size = name_cache_size + 1
-    name_cache[k] = n
+    remember_name(k, n)
     return n
 end
 _M.header_name = header_name

@@ -349,10 +349,8 @@ function _M.request(self, params)
 end
 
 -- request_uri parses the same few URIs again and again (a plugin's configured endpoint), so parses
--- of URIs that name their scheme (which then do not depend on the request) are kept: up to
--- URI_CACHE_MAX of them, then the cache starts over.
-local URI_CACHE_MAX = 256
-local uri_cache, uri_cache_size = {}, 0
+-- of URIs that name their scheme (which then do not depend on the request) are kept, up to 256.
+local uri_cache, remember_uri = require("moongate.memo").new(256)
 
 local function parse_for_request(self, uri)
     local parsed = uri_cache[uri]
@@ -362,11 +360,7 @@ local function parse_for_request(self, uri)
     local err
     parsed, err = self:parse_uri(uri, false)
     if parsed and str_find(uri, "^https?://") then
-        if uri_cache_size >= URI_CACHE_MAX then
-            uri_cache, uri_cache_size = {}, 0
-        end
-        uri_cache[uri] = parsed
-        uri_cache_size = uri_cache_size + 1
+        remember_uri(uri, parsed)
     end
     return parsed, err
 end

@@ -150,6 +150,11 @@ pub(crate) const MODULES: &[(&str, &str, &str)] = &[
         include_str!("../../lua/moongate/limits.lua"),
     ),
     (
+        "moongate.memo",
+        "moongate/memo.lua",
+        include_str!("../../lua/moongate/memo.lua"),
+    ),
+    (
         "moongate.ngx",
         "moongate/ngx.lua",
         include_str!("../../lua/moongate/ngx.lua"),
