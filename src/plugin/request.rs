@@ -169,10 +169,7 @@ impl<F: Future> Future for Scoped<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let previous = CURRENT.with(|c| c.replace(Some(this.state.clone())));
-        let result = this.inner.poll(cx);
-        CURRENT.with(|c| *c.borrow_mut() = previous);
-        result
+        enter(this.state, || this.inner.poll(cx))
     }
 }
 
