@@ -43,7 +43,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // `Connection: keep-alive`.
     let mut present = [false; 8];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| name == hop) {
+        if let Some(i) = hop_by_hop_index(name) {
             present[i] = true;
         }
     }
@@ -51,13 +51,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
+            // The usual value names no header, and takes no parsing.
+            .filter(|v| !is_connection_option(v.as_bytes()))
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            // The usual options, not header names: `keep-alive` goes below anyway.
-            .filter(|token| {
-                !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
-            })
+            .filter(|token| !is_connection_option(token.as_bytes()))
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in named {
@@ -82,6 +81,27 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
 ];
+
+/// Where a header is in [`HOP_BY_HOP`]. A match on the name's text: this runs for every header of
+/// every request and response.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "te" => 1,
+        "trailer" => 2,
+        "transfer-encoding" => 3,
+        "upgrade" => 4,
+        "proxy-authorization" => 5,
+        "keep-alive" => 6,
+        "proxy-connection" => 7,
+        _ => return None,
+    })
+}
+
+/// The usual `Connection` options, which are not header names (`keep-alive` goes anyway).
+fn is_connection_option(token: &[u8]) -> bool {
+    token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
+}
 
 /// A JSON error body as APISIX writes its own errors.
 pub(crate) fn json_error(status: StatusCode, msg: &str) -> Response<ProxyBody> {
@@ -132,5 +152,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn the_usual_connection_values_name_no_header() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(header::SERVER, HeaderValue::from_static("origin"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::SERVER));
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_is_found_by_name() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop_index(&header::CONTENT_LENGTH), None);
     }
 }

@@ -5,6 +5,7 @@
 //! whole request sees one configuration.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -67,13 +68,14 @@ impl PeerHeaders {
     }
 }
 
-/// Serves one request; never fails (errors become responses).
+/// Serves one request; never fails (errors become responses). It is the connection's service
+/// future itself, so that hyper moves no wrapper around it.
 pub(crate) async fn handle(
-    dp: &DataPlane,
+    dp: Arc<DataPlane>,
     req: Request<Incoming>,
     conn: ConnInfo,
-    peer: &PeerHeaders,
-) -> Response<ProxyBody> {
+    peer: Rc<PeerHeaders>,
+) -> Result<Response<ProxyBody>, Infallible> {
     // What the access log needs is kept only when it is on.
     let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
         (
@@ -82,12 +84,12 @@ pub(crate) async fn handle(
             req.uri().path().to_owned(),
         )
     });
-    let (mut response, route_id, upstream) = serve(dp, req, conn, peer, logged.is_some()).await;
+    let (mut response, route_id, upstream) = serve(&dp, req, conn, &peer, logged.is_some()).await;
     // The upstream's HTTP version is its own business: the client keeps the version it spoke
     // (hyper answers HTTP/1.0 clients as such and ignores this on HTTP/2).
     *response.version_mut() = http::Version::HTTP_11;
     let Some((started, method, raw_path)) = logged else {
-        return response;
+        return Ok(response);
     };
     tracing::info!(
         target: "access",
@@ -99,7 +101,7 @@ pub(crate) async fn handle(
         upstream = upstream.as_deref().unwrap_or(""),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
-    response
+    Ok(response)
 }
 
 async fn serve(
@@ -203,7 +205,7 @@ async fn serve(
             return (no_upstream(&route), route_id, None);
         };
         let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
-        let uri = upstream_uri(&path, parts.uri.query());
+        let uri = upstream_uri(&path, &parts.uri);
         Outbound {
             parts,
             body: limit_body(dp, body),
@@ -213,7 +215,11 @@ async fn serve(
             host_override: None,
         }
     };
-    let (resp, node) = forward(outbound, &route, (conn, peer), log).await;
+    // Boxed, in a statement of its own: kept inline, the forwarding future (the upstream exchange
+    // with its timers) would make every enclosing future larger, and each of them is moved once
+    // per request.
+    let forwarding = Box::pin(forward(outbound, &route, (conn, peer), log));
+    let (resp, node) = forwarding.await;
     let resp = match plugin_run {
         Some(run) => run.finish(resp),
         None => resp,
@@ -315,7 +321,7 @@ async fn plugins_before_proxy(
         Some(upstream_uri) => {
             Uri::try_from(upstream_uri.as_str()).unwrap_or_else(|_| Uri::from_static("/"))
         }
-        None => upstream_uri(&run.state.path.borrow(), parts.uri.query()),
+        None => upstream_uri(&run.state.path.borrow(), &parts.uri),
     };
     let body = match body {
         ReqBody::Stream(incoming) => limit_body(dp, incoming),
@@ -370,12 +376,12 @@ async fn forward(
         return (error_page(StatusCode::BAD_GATEWAY), None);
     };
     let client_host = parts_host(&parts).map(str::to_owned);
-    let mut out = Request::new(body);
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = uri;
-    *out.headers_mut() = parts.headers;
-    strip_hop_by_hop(out.headers_mut());
-    add_forwarded_headers(out.headers_mut(), conn, peer, client_host.as_deref());
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = parts.headers;
+    strip_hop_by_hop(request.headers_mut());
+    add_forwarded_headers(request.headers_mut(), conn, peer, client_host.as_deref());
     let options = CallOptions {
         connect_timeout: route.timeouts.connect,
         send_timeout: route.timeouts.send,
@@ -383,7 +389,6 @@ async fn forward(
         keepalive: Some(upstream.keepalive),
     };
     let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
-    let mut request = out;
     let mut node = first;
     let mut tried = 0usize;
     loop {
@@ -440,11 +445,16 @@ async fn forward(
     }
 }
 
-fn upstream_uri(path: &str, query: Option<&str>) -> Uri {
+/// The path and query sent upstream: the normalized path, re-encoded, and the client's query. The
+/// client's request target is reused when it is just that already (most requests).
+fn upstream_uri(path: &str, client: &Uri) -> Uri {
     let encoded = encode_path(path);
-    let pq = match query {
+    if client.scheme().is_none() && client.path() == encoded {
+        return client.clone();
+    }
+    let pq = match client.query() {
         Some(q) => format!("{encoded}?{q}"),
-        None => encoded,
+        None => encoded.into_owned(),
     };
     Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"))
 }

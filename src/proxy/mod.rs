@@ -7,7 +7,6 @@ pub(crate) mod handler;
 mod plugins;
 mod uri;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -263,11 +262,7 @@ fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
     let peer = Rc::new(handler::PeerHeaders::new(&conn));
-    let service = service_fn(move |req| {
-        let dp = dp.clone();
-        let peer = peer.clone();
-        async move { Ok::<_, Infallible>(handler::handle(&dp, req, conn, &peer).await) }
-    });
+    let service = service_fn(move |req| handler::handle(dp.clone(), req, conn, peer.clone()));
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()

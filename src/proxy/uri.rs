@@ -2,6 +2,8 @@
 //! `$uri`), and its safe re-encoding for the upstream request line, so the router and the upstream see
 //! the same path.
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 /// Bytes re-encoded when a normalized path is forwarded: everything outside RFC 3986 `pchar` and `/`.
@@ -38,6 +40,9 @@ pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_normal(raw) {
+        return Ok(raw.to_owned());
+    }
     let decoded = percent_decode_str(raw).decode_utf8_lossy();
     if decoded.contains('\0') {
         return Err(PathError::Nul);
@@ -67,9 +72,19 @@ pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// Encodes a normalized path for the upstream request line.
-pub(crate) fn encode_path(path: &str) -> String {
-    utf8_percent_encode(path, PATH_UNSAFE).to_string()
+/// Whether a raw path is its own normal form: nothing encoded, no empty, `.` or `..` segment
+/// (most request paths).
+fn is_normal(raw: &str) -> bool {
+    !raw.contains(['%', '\0'])
+        && !raw.contains("//")
+        && !raw
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
+/// Encodes a normalized path for the upstream request line; borrowed when nothing needs encoding.
+pub(crate) fn encode_path(path: &str) -> Cow<'_, str> {
+    utf8_percent_encode(path, PATH_UNSAFE).into()
 }
 
 #[cfg(test)]
@@ -86,6 +101,9 @@ mod tests {
         assert_eq!(normalize("/").as_deref(), Ok("/"));
         assert_eq!(normalize("/a/b/").as_deref(), Ok("/a/b/"));
         assert_eq!(normalize("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(normalize("/a/.b/c.").as_deref(), Ok("/a/.b/c."));
+        assert_eq!(normalize("/a/.").as_deref(), Ok("/a/"));
+        assert_eq!(normalize("/a//").as_deref(), Ok("/a/"));
     }
 
     #[test]

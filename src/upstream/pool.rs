@@ -238,7 +238,10 @@ pub(crate) async fn call(
     let mut sent = body_sent_signal(&mut request);
     // Idle connections may have been closed by the peer; hyper hands the request back in that case.
     while let Some(mut idle) = take_idle(endpoint, options.keepalive) {
-        let response = await_head(idle.sender.try_send(request), &mut sent, options).await;
+        let response = {
+            let sending = std::pin::pin!(idle.sender.try_send(request));
+            await_head(sending, &mut sent, options).await
+        };
         match response {
             Err(err) => return Err((err.into_call_error(ep()), None)),
             Ok(Ok(response)) => {
@@ -266,7 +269,11 @@ pub(crate) async fn call(
         Ok(sender) => sender,
         Err(err) => return Err((err, Some(request))),
     };
-    match await_head(sender.send(request), &mut sent, options).await {
+    let response = {
+        let sending = std::pin::pin!(sender.send(request));
+        await_head(sending, &mut sent, options).await
+    };
+    match response {
         Ok(Ok(response)) => Ok(finish(
             response,
             endpoint,
@@ -319,13 +326,13 @@ fn body_sent_signal(request: &mut Request<OutBody>) -> Option<tokio::sync::onesh
 }
 
 /// Waits for the response head as nginx does: `send_timeout` bounds sending the request body,
-/// then `read_timeout` bounds the wait for the head once the request has been sent.
+/// then `read_timeout` bounds the wait for the head once the request has been sent. The exchange is
+/// pinned by the caller, so that this future does not hold (and move) a copy of it.
 async fn await_head<F: Future>(
-    response: F,
+    mut response: Pin<&mut F>,
     sent: &mut Option<tokio::sync::oneshot::Receiver<()>>,
     options: CallOptions,
 ) -> Result<F::Output, Expired> {
-    let mut response = std::pin::pin!(response);
     if let Some(body_sent) = sent.as_mut() {
         tokio::select! {
             biased;
