@@ -105,12 +105,12 @@ impl PluginRun {
             .iter()
             .any(|p| self.chain.has(*p))
         {
-            // The head stays for the response phases (`ctx.var`); the upstream gets a copy, and the
-            // extensions hyper attached to the request.
+            // The response phases (`ctx.var`) keep a copy of the head. The upstream gets the
+            // original, with the extensions hyper attached and the room its header map has for the
+            // forwarding headers.
             let mut parts = self.state.parts.borrow_mut();
-            let mut copy = clone_head(&parts);
-            copy.extensions = std::mem::take(&mut parts.extensions);
-            return (copy, body);
+            let copy = clone_head(&parts);
+            return (std::mem::replace(&mut *parts, copy), body);
         }
         let placeholder = http::Request::new(()).into_parts().0;
         let parts = std::mem::replace(&mut *self.state.parts.borrow_mut(), placeholder);

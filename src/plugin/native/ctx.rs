@@ -1,6 +1,7 @@
 //! Natives bound to the request being served: `ngx.var`, `ngx.req.*`, `ngx.resp`, `ngx.status`,
 //! `ngx.say`, `ngx.exit`, `ngx.ctx`, `ngx.sleep`, `ngx.timer.at`, and the plugin metadata lookups.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -8,6 +9,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
 use http_body_util::{BodyExt, Limited};
 use mlua::{BString, Either, ExternalResult, Lua, LuaSerdeExt, MultiValue, Table, Value};
+use rustc_hash::FxHashMap;
 
 use crate::plugin::PluginSettings;
 use crate::plugin::request::{ReqBody, RequestState, with_current};
@@ -34,12 +36,32 @@ fn current() -> mlua::Result<Rc<RequestState>> {
 /// that sets a header, those references cost more than the copy.
 type HeaderArg = Either<Option<BString>, Value>;
 
+/// How many parsed header names a worker keeps.
+const HEADER_NAMES_MAX: usize = 512;
+
+thread_local! {
+    /// Header names as plugins wrote them, parsed: the same few names come with every request, and
+    /// parsing a name that is not a standard one allocates.
+    static HEADER_NAMES: RefCell<FxHashMap<Box<[u8]>, HeaderName>> =
+        RefCell::new(FxHashMap::default());
+}
+
 fn header_name(name: &[u8]) -> mlua::Result<HeaderName> {
-    HeaderName::from_bytes(name).map_err(|_| {
-        mlua::Error::runtime(format!(
-            "invalid header name {:?}",
-            String::from_utf8_lossy(name)
-        ))
+    HEADER_NAMES.with_borrow_mut(|known| {
+        if let Some(parsed) = known.get(name) {
+            return Ok(parsed.clone());
+        }
+        let parsed = HeaderName::from_bytes(name).map_err(|_| {
+            mlua::Error::runtime(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        if known.len() >= HEADER_NAMES_MAX {
+            known.clear();
+        }
+        known.insert(name.into(), parsed.clone());
+        Ok(parsed)
     })
 }
 
@@ -79,14 +101,21 @@ fn put_header(
     value: HeaderArg,
     add: bool,
 ) -> mlua::Result<()> {
+    // One text value, the usual call: a single lookup in the map.
+    if let Either::Left(Some(text)) = value {
+        let value = header_value(text.into())?;
+        if add {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+        return Ok(());
+    }
     if !add {
         headers.remove(&name);
     }
     match value {
-        Either::Left(None) => {}
-        Either::Left(Some(text)) => {
-            headers.append(name, header_value(text.into())?);
-        }
+        Either::Left(_) => {}
         Either::Right(Value::Table(list)) => {
             for v in list.sequence_values::<BString>() {
                 headers.append(name.clone(), header_value(v?.into())?);
