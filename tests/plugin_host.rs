@@ -851,7 +851,11 @@ async fn each_request_starts_with_a_fresh_ctx() {
 local core = require("apisix.core")
 function _M.access(conf, ctx)
     core.response.set_header("x-before", tostring(ctx.mark) .. "," .. tostring(ctx.conf_type))
+    core.response.set_header("x-route", tostring(ctx.conf_id) .. "," .. ctx.matched_route.value.uri
+        .. "," .. type(ctx.conf_version))
     ctx.mark = ctx.var.arg_n
+    -- A plugin's own value for a route fact lasts for its request only.
+    ctx.conf_id = "changed"
 end
 function _M.header_filter(conf, ctx)
     core.response.set_header("x-mark", ctx.mark, "x-uri", ctx.var.uri, "x-num", 7)
@@ -867,6 +871,7 @@ end
         assert_eq!(resp.status(), 200);
         let headers = resp.headers();
         assert_eq!(headers["x-before"], "nil,route");
+        assert_eq!(headers["x-route"], "1,/p,number");
         assert_eq!(headers["x-mark"], n.to_string().as_str());
         assert_eq!(headers["x-uri"], "/p");
         assert_eq!(headers["x-num"], "7");

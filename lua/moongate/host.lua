@@ -307,6 +307,16 @@ end
 
 -- The per-request ctx (APISIX's api_ctx). `var` and `curr_req_matched` are built on first use:
 -- most plugins never read them, and a request should not pay for them.
+-- The route facts APISIX puts in ctx, and the chain field each comes from.
+local ROUTE_FACTS = {
+    conf_id = "route_id",
+    conf_version = "conf_version",
+    matched_route = "matched_route",
+    service_id = "service_id",
+}
+
+-- What ctx computes on first read. The route facts come from the request's chain: they only change
+-- with the config, and most requests' plugins never read them.
 local CTX_MT = {
     __index = function(ctx, key)
         if key == "var" then
@@ -316,6 +326,14 @@ local CTX_MT = {
             local matched = native.curr_req_matched()
             rawset(ctx, key, matched)
             return matched
+        elseif key == "conf_type" then
+            return "route"
+        end
+        local field = ROUTE_FACTS[key]
+        if field then
+            local value = rawget(ctx, "_route_chain")[field]
+            rawset(ctx, key, value)
+            return value
         end
         return nil
     end,
@@ -323,17 +341,13 @@ local CTX_MT = {
 
 -- Sets up `ctx` for a new request. The table may be one a finished request used: the host keeps
 -- those for the next requests, as APISIX takes api_ctx from a tablepool, so that serving a request
--- leaves no garbage here. Route facts that only change with the config come from the chain.
+-- leaves no garbage here.
 local function init_ctx(ctx, chain)
     if rawget(ctx, "var") then
         release_vars(ctx)
     end
     clear_tab(ctx)
-    ctx.conf_type = "route"
-    ctx.conf_id = chain.route_id
-    ctx.conf_version = chain.conf_version
-    ctx.matched_route = chain.matched_route
-    ctx.service_id = chain.service_id
+    ctx._route_chain = chain
     setmetatable(ctx, CTX_MT)
 end
 

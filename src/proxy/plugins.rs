@@ -160,15 +160,17 @@ impl PluginRun {
         {
             let mut resp = self.state.resp.borrow_mut();
             // Headers set by plugins before the response existed apply to it, replacing the upstream's.
-            let mut merged = std::mem::take(&mut head.headers);
-            let plugin_set = std::mem::take(&mut resp.headers);
-            for name in plugin_set.keys() {
-                merged.remove(name);
+            if !resp.headers.is_empty() {
+                let plugin_set = std::mem::take(&mut resp.headers);
+                for name in plugin_set.keys() {
+                    head.headers.remove(name);
+                }
+                for (name, value) in plugin_set.iter() {
+                    head.headers.append(name.clone(), value.clone());
+                }
             }
-            for (name, value) in plugin_set.iter() {
-                merged.append(name.clone(), value.clone());
-            }
-            resp.headers = merged;
+            // Swapped, here and below: the maps change hands without an empty one made or dropped.
+            std::mem::swap(&mut resp.headers, &mut head.headers);
             resp.status = Some(head.status.as_u16());
         }
         if let Err(err) = self.phase_now(Phase::HeaderFilter) {
@@ -184,7 +186,7 @@ impl PluginRun {
                 .status
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .unwrap_or(head.status);
-            head.headers = std::mem::take(&mut resp.headers);
+            std::mem::swap(&mut head.headers, &mut resp.headers);
         }
         let filter = self.chain.has(Phase::BodyFilter);
         if !filter && !self.chain.has(Phase::Log) {
