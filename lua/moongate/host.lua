@@ -305,8 +305,6 @@ function _M.build_chain(globals, own, route)
     return chain, phases_of(chain)
 end
 
--- The per-request ctx (APISIX's api_ctx). `var` and `curr_req_matched` are built on first use:
--- most plugins never read them, and a request should not pay for them.
 -- The route facts APISIX puts in ctx, and the chain field each comes from.
 local ROUTE_FACTS = {
     conf_id = "route_id",
@@ -315,8 +313,9 @@ local ROUTE_FACTS = {
     service_id = "service_id",
 }
 
--- What ctx computes on first read. The route facts come from the request's chain: they only change
--- with the config, and most requests' plugins never read them.
+-- The per-request ctx (APISIX's api_ctx). `var`, `curr_req_matched` and the route facts are built
+-- on first read: most plugins never read them, and a request should not pay for them. The facts
+-- come from the request's chain, as they only change with the config.
 local CTX_MT = {
     __index = function(ctx, key)
         if key == "var" then
