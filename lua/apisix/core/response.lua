@@ -135,6 +135,23 @@ function _M.say(...)
 end
 
 -- The natives refuse a change once the headers went out ("headers have already been sent").
+
+-- One header: a number or boolean value becomes text as tostring writes it; nil removes the header
+-- (set) or adds nothing (add).
+local function put_header(append, name, value)
+    local kind = type(value)
+    if kind ~= "string" and kind ~= "table" and kind ~= "nil" then
+        value = tostring(value)
+    end
+    if append then
+        if value ~= nil then
+            native_resp_add_header(header_name(name), value)
+        end
+    else
+        native_resp_set_header(header_name(name), value)
+    end
+end
+
 local function set_header(append, ...)
     local count = select("#", ...)
     if count == 1 then
@@ -155,16 +172,7 @@ local function set_header(append, ...)
     end
     for i = 1, count, 2 do
         local name, value = select(i, ...)
-        if value ~= nil and type(value) ~= "table" then
-            value = tostring(value)
-        end
-        if append then
-            if value ~= nil then
-                native_resp_add_header(header_name(name), value)
-            end
-        else
-            native_resp_set_header(header_name(name), value)
-        end
+        put_header(append, name, value)
     end
 end
 
@@ -176,10 +184,7 @@ function _M.set_header(name, value, ...)
         end
         return set_header(false, name, value, ...)
     end
-    if value ~= nil and type(value) ~= "string" and type(value) ~= "table" then
-        value = tostring(value)
-    end
-    native_resp_set_header(header_name(name), value)
+    put_header(false, name, value)
 end
 
 function _M.add_header(...)
