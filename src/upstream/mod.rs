@@ -3,6 +3,7 @@
 //! Parsing and balancing happen when a config snapshot is built; only `pool` touches sockets.
 
 mod balancer;
+mod h1;
 pub(crate) mod pool;
 
 use std::time::Duration;

@@ -17,13 +17,13 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
-use super::{KeepalivePool, Scheme};
+use super::{KeepalivePool, Scheme, h1};
 use crate::error::{Classify, ErrorSource};
 
 /// Error type carried by bodies that cross the proxy.
@@ -99,6 +99,11 @@ pub(crate) enum CallError {
         endpoint: String,
         source: hyper::Error,
     },
+    #[error("request to {endpoint} failed: {source}")]
+    Exchange {
+        endpoint: String,
+        source: h1::H1Error,
+    },
 }
 
 impl CallError {
@@ -115,10 +120,14 @@ impl CallError {
 
     /// The request body's own error, when sending failed because reading the client body failed.
     pub(crate) fn body_error(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        let CallError::Request { source, .. } = self else {
-            return None;
+        let mut cause = match self {
+            CallError::Request { source, .. } => std::error::Error::source(source),
+            CallError::Exchange {
+                source: h1::H1Error::RequestBody(err),
+                ..
+            } => Some(err.as_ref() as &(dyn std::error::Error + 'static)),
+            _ => None,
         };
-        let mut cause = std::error::Error::source(source);
         while let Some(err) = cause {
             if err.is::<http_body_util::LengthLimitError>() {
                 return Some(err);
@@ -152,40 +161,25 @@ impl Classify for CallError {
     }
 }
 
-/// One connection's request handle.
+/// One pooled connection.
 enum Sender {
-    H1(http1::SendRequest<OutBody>),
+    H1(h1::Connection),
     H2(http2::SendRequest<OutBody>),
 }
 
-type TrySend = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<OutBody>>>;
-
 impl Sender {
+    /// Whether the connection can take another request now.
+    fn is_usable(&mut self) -> bool {
+        match self {
+            Sender::H1(conn) => conn.is_reusable(),
+            Sender::H2(s) => !s.is_closed() && s.is_ready(),
+        }
+    }
+
     fn is_closed(&self) -> bool {
         match self {
-            Sender::H1(s) => s.is_closed(),
+            Sender::H1(conn) => !conn.is_clean(),
             Sender::H2(s) => s.is_closed(),
-        }
-    }
-
-    fn is_ready(&self) -> bool {
-        match self {
-            Sender::H1(s) => s.is_ready(),
-            Sender::H2(s) => s.is_ready(),
-        }
-    }
-
-    async fn try_send(&mut self, request: Request<OutBody>) -> TrySend {
-        match self {
-            Sender::H1(s) => s.try_send_request(request).await,
-            Sender::H2(s) => s.try_send_request(h2_form(request)).await,
-        }
-    }
-
-    async fn send(&mut self, request: Request<OutBody>) -> hyper::Result<Response<Incoming>> {
-        match self {
-            Sender::H1(s) => s.send_request(request).await,
-            Sender::H2(s) => s.send_request(h2_form(request)).await,
         }
     }
 }
@@ -233,65 +227,190 @@ pub(crate) async fn call(
     mut request: Request<OutBody>,
     options: CallOptions,
 ) -> Result<Response<UpstreamBody>, (CallError, Option<Request<OutBody>>)> {
-    // Formatted only when an error needs it: this is the hot path.
-    let ep = || endpoint.to_string();
-    let mut sent = body_sent_signal(&mut request);
-    // Idle connections may have been closed by the peer; hyper hands the request back in that case.
-    while let Some(mut idle) = take_idle(endpoint, options.keepalive) {
-        let response = {
-            let sending = std::pin::pin!(idle.sender.try_send(request));
-            await_head(sending, &mut sent, options).await
-        };
-        match response {
-            Err(err) => return Err((err.into_call_error(ep()), None)),
-            Ok(Ok(response)) => {
-                idle.served += 1;
-                return Ok(finish(response, endpoint, idle, options));
-            }
-            Ok(Err(mut err)) => match err.take_message() {
-                Some(req) => request = req,
-                None => {
-                    return Err((
-                        CallError::Request {
-                            endpoint: ep(),
-                            source: err.into_error(),
-                        },
-                        None,
-                    ));
-                }
-            },
+    // A pooled connection the upstream closed as it was taken fails without an answer; the request
+    // then goes on the next one, or on a new connection.
+    while let Some(idle) = take_idle(endpoint, options.keepalive) {
+        match exchange(endpoint, idle, request, options, true).await {
+            Ok(response) => return Ok(response),
+            Err(Failed::Stale(_, returned)) => request = *returned,
+            Err(Failed::Error(err)) => return Err((err, None)),
         }
     }
-    // Boxed: a new connection is the rare case, and its future (TLS and HTTP handshakes) is
+    // Boxed: a new connection is the rare case, and its future (TLS and HTTP/2 handshakes) is
     // large; kept inline it would be copied with every request's future.
     let connecting = Box::pin(connect(endpoint, options.connect_timeout));
-    let mut sender = match connecting.await {
+    let sender = match connecting.await {
         Ok(sender) => sender,
         Err(err) => return Err((err, Some(request))),
     };
+    let idle = Idle {
+        sender,
+        since: Instant::now(),
+        served: 0,
+    };
+    exchange(endpoint, idle, request, options, false)
+        .await
+        .map_err(|failed| match failed {
+            Failed::Stale(err, _) | Failed::Error(err) => (err, None),
+        })
+}
+
+/// How an exchange on one connection failed.
+enum Failed {
+    /// The connection turned out closed before anything was sent or answered: the request comes
+    /// back intact for another connection.
+    Stale(CallError, Box<Request<OutBody>>),
+    Error(CallError),
+}
+
+async fn exchange(
+    endpoint: &Endpoint,
+    idle: Idle,
+    request: Request<OutBody>,
+    options: CallOptions,
+    reused: bool,
+) -> Result<Response<UpstreamBody>, Failed> {
+    let Idle { sender, served, .. } = idle;
+    match sender {
+        Sender::H1(conn) => exchange_h1(endpoint, conn, served, request, options, reused).await,
+        // Boxed: HTTP/2 upstreams are the rare case.
+        Sender::H2(sender) => {
+            Box::pin(exchange_h2(
+                endpoint, sender, served, request, options, reused,
+            ))
+            .await
+        }
+    }
+}
+
+/// Writes the request on `conn` and reads the response head, from this task.
+async fn exchange_h1(
+    endpoint: &Endpoint,
+    mut conn: h1::Connection,
+    served: u64,
+    request: Request<OutBody>,
+    options: CallOptions,
+    reused: bool,
+) -> Result<Response<UpstreamBody>, Failed> {
+    let (parts, mut body) = request.into_parts();
+    let bodyless = body.is_end_stream();
+    // One timer for the whole exchange: the send timeout, then the read timeout for the head, then
+    // for each wait for the body.
+    let mut timer = Box::pin(tokio::time::sleep(options.send_timeout));
+    let head = match within(&mut timer, conn.send(&parts, &mut body)).await {
+        None => Err(Expired::Send),
+        Some(Err(err)) => Ok(Err(err)),
+        Some(Ok(())) => {
+            timer.as_mut().reset(deadline_after(options.read_timeout));
+            match within(&mut timer, conn.read_head(&parts.method)).await {
+                None => Err(Expired::Read),
+                Some(head) => Ok(head),
+            }
+        }
+    };
+    let head = match head {
+        Ok(Ok(head)) => head,
+        Err(expired) => return Err(Failed::Error(expired.into_call_error(endpoint.to_string()))),
+        Ok(Err(source)) => {
+            let stale = reused && bodyless && source.is_stale_connection();
+            let err = CallError::Exchange {
+                endpoint: endpoint.to_string(),
+                source,
+            };
+            return Err(if stale {
+                Failed::Stale(err, Box::new(Request::from_parts(parts, body)))
+            } else {
+                Failed::Error(err)
+            });
+        }
+    };
+    let h1::Head {
+        parts: head,
+        mut decoder,
+        keep_alive,
+    } = head;
+    let served = served + 1;
+    let reuse = options
+        .keepalive
+        .filter(|pool| keep_alive && served < pool.requests && pool.size > 0);
+    let body = match conn.take_whole(&mut decoder) {
+        Some(data) => {
+            if let Some(pool) = reuse {
+                release(endpoint, Sender::H1(conn), served, pool);
+            }
+            UpstreamBody::whole(data)
+        }
+        None => UpstreamBody::streaming(
+            Source::H1 {
+                conn,
+                served,
+                decoder,
+                reuse,
+            },
+            endpoint,
+            options.read_timeout,
+            timer,
+        ),
+    };
+    Ok(Response::from_parts(head, body))
+}
+
+/// `timeout` from now; a timeout too large to add means no deadline in practice.
+fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Runs `fut` until `timer` fires; `None` when the timer came first.
+async fn within<F: Future>(timer: &mut Pin<Box<tokio::time::Sleep>>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+async fn exchange_h2(
+    endpoint: &Endpoint,
+    mut sender: http2::SendRequest<OutBody>,
+    served: u64,
+    mut request: Request<OutBody>,
+    options: CallOptions,
+    reused: bool,
+) -> Result<Response<UpstreamBody>, Failed> {
+    let ep = || endpoint.to_string();
+    let mut sent = body_sent_signal(&mut request);
     let response = {
-        let sending = std::pin::pin!(sender.send(request));
+        let sending = std::pin::pin!(sender.try_send_request(h2_form(request)));
         await_head(sending, &mut sent, options).await
     };
     match response {
-        Ok(Ok(response)) => Ok(finish(
-            response,
-            endpoint,
-            Idle {
-                sender,
-                since: Instant::now(),
-                served: 1,
-            },
-            options,
-        )),
-        Ok(Err(source)) => Err((
-            CallError::Request {
+        Err(expired) => Err(Failed::Error(expired.into_call_error(ep()))),
+        Ok(Ok(response)) => {
+            // The connection stays in the pool while it carries requests (see take_idle).
+            if let Some(pool) = options.keepalive {
+                release(endpoint, Sender::H2(sender), served + 1, pool);
+            }
+            let deadline = Box::pin(tokio::time::sleep(options.read_timeout));
+            Ok(response.map(|body| {
+                UpstreamBody::streaming(Source::H2(body), endpoint, options.read_timeout, deadline)
+            }))
+        }
+        Ok(Err(mut failed)) => {
+            let returned = failed.take_message();
+            let err = CallError::Request {
                 endpoint: ep(),
-                source,
-            },
-            None,
-        )),
-        Err(err) => Err((err.into_call_error(ep()), None)),
+                source: failed.into_error(),
+            };
+            Err(match returned {
+                Some(request) if reused => Failed::Stale(err, Box::new(request)),
+                _ => Failed::Error(err),
+            })
+        }
     }
 }
 
@@ -383,52 +502,6 @@ impl Body for SignalsEnd {
     }
 }
 
-fn finish(
-    response: Response<Incoming>,
-    endpoint: &Endpoint,
-    idle: Idle,
-    options: CallOptions,
-) -> Response<UpstreamBody> {
-    // An HTTP/2 connection stays in the pool while it carries requests (see take_idle).
-    let h2 = matches!(idle.sender, Sender::H2(_));
-    if h2 && let Some(pool) = options.keepalive {
-        release(endpoint, idle, pool);
-        return response.map(|body| UpstreamBody {
-            inner: body,
-            read_timeout: options.read_timeout,
-            deadline: Box::pin(tokio::time::sleep(options.read_timeout)),
-            endpoint: endpoint.clone(),
-            release: None,
-        });
-    }
-    let mut reusable = options.keepalive.filter(|pool| {
-        !h2 && idle.served < pool.requests && pool.size > 0 && !wants_close(response.headers())
-    });
-    // A body known to be empty is never polled by the server side, so release the connection now.
-    let mut idle = Some(idle);
-    if response.body().is_end_stream()
-        && let (Some(pool), Some(idle)) = (reusable.take(), idle.take())
-    {
-        release(endpoint, idle, pool);
-    }
-    response.map(|body| UpstreamBody {
-        inner: body,
-        read_timeout: options.read_timeout,
-        deadline: Box::pin(tokio::time::sleep(options.read_timeout)),
-        endpoint: endpoint.clone(),
-        release: reusable
-            .zip(idle)
-            .map(|(pool, idle)| (endpoint.clone(), idle, pool)),
-    })
-}
-
-fn wants_close(headers: &http::HeaderMap) -> bool {
-    headers.get_all(http::header::CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-    })
-}
-
 fn take_idle(endpoint: &Endpoint, keepalive: Option<KeepalivePool>) -> Option<Idle> {
     let pool = keepalive?;
     POOL.with(|p| {
@@ -436,11 +509,8 @@ fn take_idle(endpoint: &Endpoint, keepalive: Option<KeepalivePool>) -> Option<Id
         let queue = p.get_mut(endpoint)?;
         let now = Instant::now();
         // The newest first: the most likely to be still open.
-        while let Some(idle) = queue.pop_back() {
-            if now.duration_since(idle.since) < pool.idle_timeout
-                && !idle.sender.is_closed()
-                && idle.sender.is_ready()
-            {
+        while let Some(mut idle) = queue.pop_back() {
+            if now.duration_since(idle.since) < pool.idle_timeout && idle.sender.is_usable() {
                 if let Sender::H2(sender) = &idle.sender {
                     // Shared: a clone goes out, the connection stays for concurrent requests.
                     let shared = Idle {
@@ -458,12 +528,16 @@ fn take_idle(endpoint: &Endpoint, keepalive: Option<KeepalivePool>) -> Option<Id
     })
 }
 
-fn release(endpoint: &Endpoint, mut idle: Idle, pool: KeepalivePool) {
-    if idle.sender.is_closed() {
+fn release(endpoint: &Endpoint, sender: Sender, served: u64, pool: KeepalivePool) {
+    if sender.is_closed() {
         return;
     }
     let now = Instant::now();
-    idle.since = now;
+    let idle = Idle {
+        sender,
+        since: now,
+        served,
+    };
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let queue = match p.get_mut(endpoint) {
@@ -502,60 +576,37 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Sender, CallE
         source,
     })?;
     let _ = tcp.set_nodelay(true);
-    match endpoint.scheme {
-        Scheme::Http => handshake(TokioIo::new(tcp), endpoint).await.map(Sender::H1),
-        Scheme::Https => {
-            let connector = tls_connector(endpoint.tls_verify, endpoint.h2).map_err(|source| {
-                CallError::Tls {
-                    endpoint: ep(),
-                    source,
-                }
-            })?;
-            let tls = tokio::time::timeout(timeout, connector.connect(&endpoint.host, tcp))
-                .await
-                .map_err(|_| CallError::ConnectTimeout { endpoint: ep() })?
-                .map_err(|source| CallError::Tls {
-                    endpoint: ep(),
-                    source,
-                })?;
-            let negotiated_h2 =
-                endpoint.h2 && matches!(tls.get_ref().negotiated_alpn(), Ok(Some(p)) if p == b"h2");
-            if negotiated_h2 {
-                let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                    .await
-                    .map_err(|source| CallError::Handshake {
-                        endpoint: ep(),
-                        source,
-                    })?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                return Ok(Sender::H2(sender));
-            }
-            handshake(TokioIo::new(tls), endpoint).await.map(Sender::H1)
-        }
+    if endpoint.scheme == Scheme::Http {
+        return Ok(Sender::H1(h1::Connection::new(h1::Io::Tcp(tcp))));
     }
-}
-
-async fn handshake<T>(
-    io: TokioIo<T>,
-    endpoint: &Endpoint,
-) -> Result<http1::SendRequest<OutBody>, CallError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = http1::Builder::new()
-        .handshake(io)
+    let connector =
+        tls_connector(endpoint.tls_verify, endpoint.h2).map_err(|source| CallError::Tls {
+            endpoint: ep(),
+            source,
+        })?;
+    let tls = tokio::time::timeout(timeout, connector.connect(&endpoint.host, tcp))
+        .await
+        .map_err(|_| CallError::ConnectTimeout { endpoint: ep() })?
+        .map_err(|source| CallError::Tls {
+            endpoint: ep(),
+            source,
+        })?;
+    let negotiated_h2 =
+        endpoint.h2 && matches!(tls.get_ref().negotiated_alpn(), Ok(Some(p)) if p == b"h2");
+    if !negotiated_h2 {
+        return Ok(Sender::H1(h1::Connection::new(h1::Io::Tls(Box::new(tls)))));
+    }
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
         .await
         .map_err(|source| CallError::Handshake {
-            endpoint: endpoint.to_string(),
+            endpoint: ep(),
             source,
         })?;
     tokio::spawn(async move {
         // The connection ends when the peer closes it or the last sender is dropped.
         let _ = conn.await;
     });
-    Ok(sender)
+    Ok(Sender::H2(sender))
 }
 
 fn tls_connector(
@@ -582,16 +633,136 @@ fn tls_connector(
     })
 }
 
-pin_project_lite::pin_project! {
-    /// A response body streaming from the upstream: bounds each wait for data by the read timeout and
-    /// returns the connection to the pool once the body has been read to its end.
-    pub(crate) struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
+/// A response body from an upstream: whole when it came with its head (the connection is then
+/// already back in the pool), or streaming from the connection, each wait for more bounded by the
+/// read timeout.
+pub(crate) struct UpstreamBody {
+    inner: Inner,
+}
+
+enum Inner {
+    Whole(Option<Bytes>),
+    Streaming(Box<Streaming>),
+}
+
+struct Streaming {
+    source: Source,
+    endpoint: Endpoint,
+    read_timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Whether `deadline` bounds the wait in progress.
+    armed: bool,
+}
+
+enum Source {
+    /// An HTTP/1.1 connection, back to the pool (with `reuse`) once the body has been read to its
+    /// end.
+    H1 {
+        conn: h1::Connection,
+        served: u64,
+        decoder: h1::Decoder,
+        reuse: Option<KeepalivePool>,
+    },
+    H2(Incoming),
+    Finished,
+}
+
+impl UpstreamBody {
+    fn whole(data: Bytes) -> UpstreamBody {
+        UpstreamBody {
+            inner: Inner::Whole((!data.is_empty()).then_some(data)),
+        }
+    }
+
+    fn streaming(
+        source: Source,
+        endpoint: &Endpoint,
         read_timeout: Duration,
         deadline: Pin<Box<tokio::time::Sleep>>,
-        endpoint: Endpoint,
-        release: Option<(Endpoint, Idle, KeepalivePool)>,
+    ) -> UpstreamBody {
+        UpstreamBody {
+            inner: Inner::Streaming(Box::new(Streaming {
+                source,
+                endpoint: endpoint.clone(),
+                read_timeout,
+                deadline,
+                armed: false,
+            })),
+        }
+    }
+}
+
+impl Streaming {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = match &mut self.source {
+            Source::H1 { conn, decoder, .. } => conn.poll_body(cx, decoder).map(|frame| {
+                frame.map(|data| {
+                    data.map(Frame::data).map_err(|source| {
+                        Box::new(CallError::Exchange {
+                            endpoint: self.endpoint.to_string(),
+                            source,
+                        }) as BoxError
+                    })
+                })
+            }),
+            Source::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            Source::Finished => Poll::Ready(None),
+        };
+        let Poll::Ready(frame) = polled else {
+            if !self.armed {
+                self.deadline
+                    .as_mut()
+                    .reset(deadline_after(self.read_timeout));
+                self.armed = true;
+            }
+            ready!(self.deadline.as_mut().poll(cx));
+            self.source = Source::Finished;
+            return Poll::Ready(Some(Err(Box::new(CallError::ReadTimeout {
+                endpoint: self.endpoint.to_string(),
+            }))));
+        };
+        self.armed = false;
+        match &frame {
+            Some(Err(_)) => self.source = Source::Finished,
+            // With a known length the server stops polling at the last byte, so the end of the
+            // body is noticed here rather than by a final `None`.
+            None | Some(Ok(_)) if self.is_end_stream() => self.release(),
+            _ => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    /// The body has been read to its end: the connection goes back to the pool.
+    fn release(&mut self) {
+        if let Source::H1 {
+            conn,
+            served,
+            reuse: Some(pool),
+            ..
+        } = std::mem::replace(&mut self.source, Source::Finished)
+        {
+            release(&self.endpoint, Sender::H1(conn), served, pool);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::H1 { decoder, .. } => decoder.is_done(),
+            Source::H2(body) => body.is_end_stream(),
+            Source::Finished => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::H1 { decoder, .. } => decoder
+                .remaining()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            Source::H2(body) => body.size_hint(),
+            Source::Finished => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -603,49 +774,23 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + *this.read_timeout;
-                this.deadline.as_mut().reset(deadline);
-                match frame {
-                    None => {
-                        if let Some((endpoint, idle, pool)) = this.release.take() {
-                            release(&endpoint, idle, pool);
-                        }
-                        Poll::Ready(None)
-                    }
-                    Some(Err(err)) => {
-                        this.release.take();
-                        Poll::Ready(Some(Err(err.into())))
-                    }
-                    Some(Ok(frame)) => {
-                        // With a known length the server stops polling at the last byte, so the end of
-                        // the body is noticed here rather than by a final `None`.
-                        if this.inner.is_end_stream()
-                            && let Some((endpoint, idle, pool)) = this.release.take()
-                        {
-                            release(&endpoint, idle, pool);
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                }
-            }
-            Poll::Pending => {
-                ready!(this.deadline.as_mut().poll(cx));
-                this.release.take();
-                Poll::Ready(Some(Err(Box::new(CallError::ReadTimeout {
-                    endpoint: this.endpoint.to_string(),
-                }))))
-            }
+        match &mut self.get_mut().inner {
+            Inner::Whole(data) => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
+            Inner::Streaming(streaming) => streaming.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Whole(data) => data.is_none(),
+            Inner::Streaming(streaming) => streaming.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Whole(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Inner::Streaming(streaming) => streaming.size_hint(),
+        }
     }
 }

@@ -1,0 +1,995 @@
+//! One HTTP/1.1 connection to an upstream, driven from the task of the request it carries.
+//!
+//! hyper's client runs every connection as a task of its own and passes it each request and response
+//! through channels. Here the request's own task writes the request and reads the response, as nginx
+//! and Pingora do, so forwarding a request costs no hand-off between tasks. The response head is
+//! parsed with `httparse` and its header values share the bytes read.
+
+use std::future::poll_fn;
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version, request, response};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
+
+use super::pool::{BoxError, OutBody};
+
+/// The largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields a response head may have.
+const MAX_HEADERS: usize = 100;
+/// How much room each read asks for.
+const READ_SIZE: usize = 16 * 1024;
+/// The most trailer bytes read (and dropped) after a chunked body.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// The transport under a connection.
+pub(crate) enum Io {
+    Tcp(TcpStream),
+    Tls(Box<tokio_native_tls::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why an exchange on a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum H1Error {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the upstream closed the connection before the response was complete")]
+    Closed,
+    #[error("invalid response head: {0}")]
+    Parse(#[from] httparse::Error),
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("invalid chunked response body")]
+    Chunk,
+    #[error("request body: {0}")]
+    RequestBody(BoxError),
+    #[error("the request body does not match its content-length")]
+    RequestLength,
+}
+
+impl H1Error {
+    /// A failure that a connection closed while idle in the pool shows when it is used: nothing
+    /// of a response came back.
+    pub(crate) fn is_stale_connection(&self) -> bool {
+        match self {
+            H1Error::Closed => true,
+            H1Error::Io(err) => matches!(
+                err.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// How a response body is delimited, and how much of it is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decoder {
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Eof,
+    Done,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer fields (dropped) after the last chunk; the count of bytes read so far.
+    Trailers(usize),
+}
+
+impl Decoder {
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self, Decoder::Done | Decoder::Length(0))
+    }
+
+    /// The exact length left, when known.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self {
+            Decoder::Length(n) => Some(*n),
+            Decoder::Done => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed response head.
+pub(crate) struct Head {
+    pub(crate) parts: response::Parts,
+    pub(crate) decoder: Decoder,
+    /// Whether the connection may carry another request after this response.
+    pub(crate) keep_alive: bool,
+}
+
+/// How the request body is framed on the wire.
+enum Outgoing {
+    Length(u64),
+    Chunked,
+    Done,
+}
+
+/// One keep-alive connection to an upstream.
+pub(crate) struct Connection {
+    io: Io,
+    /// Bytes read and not yet consumed.
+    read: BytesMut,
+    /// The request bytes not yet written; kept for the next request's head.
+    write: Vec<u8>,
+    written: usize,
+    /// The upstream closed its side.
+    eof: bool,
+    /// The request was cut short or the response not read to its end: never reuse.
+    broken: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(io: Io) -> Connection {
+        Connection {
+            io,
+            read: BytesMut::new(),
+            write: Vec::with_capacity(1024),
+            written: 0,
+            eof: false,
+            broken: false,
+        }
+    }
+
+    /// Whether an idle connection can carry another request: the upstream has not closed it, and
+    /// sent nothing unasked. Costs no system call while the socket has nothing to read.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        if self.broken || self.eof || !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.poll_fill(&mut cx), Poll::Pending)
+    }
+
+    /// Whether the exchange just finished left the connection fit for another request.
+    pub(crate) fn is_clean(&self) -> bool {
+        !self.broken && !self.eof && self.read.is_empty()
+    }
+
+    /// Writes the request. Stops early, with the connection marked unfit for reuse, when the
+    /// upstream answers (or closes) before the request body has all been sent.
+    pub(crate) async fn send(
+        &mut self,
+        head: &request::Parts,
+        body: &mut OutBody,
+    ) -> Result<(), H1Error> {
+        let mut outgoing = self.encode_head(head, body);
+        poll_fn(|cx| self.poll_send(cx, body, &mut outgoing)).await
+    }
+
+    fn encode_head(&mut self, head: &request::Parts, body: &OutBody) -> Outgoing {
+        let w = &mut self.write;
+        w.clear();
+        self.written = 0;
+        w.extend_from_slice(head.method.as_str().as_bytes());
+        w.push(b' ');
+        let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        w.extend_from_slice(if target.is_empty() {
+            b"/"
+        } else {
+            target.as_bytes()
+        });
+        w.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &head.headers {
+            w.extend_from_slice(name.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        let outgoing = outgoing_framing(head, body);
+        match outgoing {
+            Some(framing) => {
+                w.extend_from_slice(b"\r\n");
+                framing
+            }
+            None if body.is_end_stream() => {
+                if matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
+                    w.extend_from_slice(b"content-length: 0\r\n");
+                }
+                w.extend_from_slice(b"\r\n");
+                Outgoing::Done
+            }
+            None => match body.size_hint().exact() {
+                Some(len) => {
+                    let _ = write!(w, "content-length: {len}\r\n\r\n");
+                    Outgoing::Length(len)
+                }
+                None => {
+                    w.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                    Outgoing::Chunked
+                }
+            },
+        }
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut OutBody,
+        outgoing: &mut Outgoing,
+    ) -> Poll<Result<(), H1Error>> {
+        loop {
+            while self.written < self.write.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.write[self.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                    }
+                    Poll::Ready(Ok(n)) => self.written += n,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                    Poll::Pending => return self.poll_early_response(cx),
+                }
+            }
+            self.write.clear();
+            self.written = 0;
+            if matches!(outgoing, Outgoing::Done) {
+                return Pin::new(&mut self.io).poll_flush(cx).map_err(H1Error::from);
+            }
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.encode_data(&data, outgoing)?;
+                    }
+                    if body.is_end_stream() {
+                        self.encode_end(outgoing)?;
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    self.broken = true;
+                    return Poll::Ready(Err(H1Error::RequestBody(err)));
+                }
+                Poll::Ready(None) => self.encode_end(outgoing)?,
+                Poll::Pending => return self.poll_early_response(cx),
+            }
+        }
+    }
+
+    fn encode_data(&mut self, data: &Bytes, outgoing: &mut Outgoing) -> Result<(), H1Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match outgoing {
+            Outgoing::Length(left) => {
+                let len = data.len() as u64;
+                if len > *left {
+                    self.broken = true;
+                    return Err(H1Error::RequestLength);
+                }
+                *left -= len;
+                self.write.extend_from_slice(data);
+            }
+            Outgoing::Chunked => {
+                let _ = write!(self.write, "{:x}\r\n", data.len());
+                self.write.extend_from_slice(data);
+                self.write.extend_from_slice(b"\r\n");
+            }
+            Outgoing::Done => {
+                self.broken = true;
+                return Err(H1Error::RequestLength);
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_end(&mut self, outgoing: &mut Outgoing) -> Result<(), H1Error> {
+        match outgoing {
+            Outgoing::Length(0) | Outgoing::Done => {}
+            Outgoing::Length(_) => {
+                self.broken = true;
+                return Err(H1Error::RequestLength);
+            }
+            Outgoing::Chunked => self.write.extend_from_slice(b"0\r\n\r\n"),
+        }
+        *outgoing = Outgoing::Done;
+        Ok(())
+    }
+
+    /// While the request cannot make progress: whether the upstream has answered (or closed) in the
+    /// meantime. If so, sending stops and the response is read. Plain TCP only: a TLS session is
+    /// not read while one of its writes is pending.
+    fn poll_early_response(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        if !matches!(self.io, Io::Tcp(_)) {
+            return Poll::Pending;
+        }
+        match self.poll_fill(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(_)) => {
+                self.broken = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err.into())),
+        }
+    }
+
+    /// Reads one read's worth into the buffer; `Ok(0)` means the upstream closed its side.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.eof {
+            return Poll::Ready(Ok(0));
+        }
+        if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
+            self.read.reserve(READ_SIZE);
+        }
+        let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read))?;
+        if n == 0 {
+            self.eof = true;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Reads the response head to the request made with `method`, skipping interim (1xx) responses.
+    pub(crate) async fn read_head(&mut self, method: &Method) -> Result<Head, H1Error> {
+        poll_fn(|cx| self.poll_head(cx, method)).await
+    }
+
+    fn poll_head(&mut self, cx: &mut Context<'_>, method: &Method) -> Poll<Result<Head, H1Error>> {
+        loop {
+            if !self.read.is_empty() {
+                if let Some(head) = self.parse_head(method)? {
+                    return Poll::Ready(Ok(head));
+                }
+                if self.read.len() >= MAX_HEAD {
+                    self.broken = true;
+                    return Poll::Ready(Err(H1Error::HeadTooLarge));
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                self.broken = true;
+                return Poll::Ready(Err(H1Error::Closed));
+            }
+        }
+    }
+
+    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, H1Error> {
+        loop {
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let config = httparse::ParserConfig::default();
+            let len = match config.parse_response_with_uninit_headers(
+                &mut parsed,
+                &self.read,
+                &mut fields,
+            ) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(err) => {
+                    self.broken = true;
+                    return Err(err.into());
+                }
+            };
+            let code = parsed.code.unwrap_or(0);
+            let version = match parsed.version {
+                Some(0) => Version::HTTP_10,
+                _ => Version::HTTP_11,
+            };
+            // Where each name and value lies in the buffer, so that the values can share it.
+            let base = self.read.as_ptr() as usize;
+            let spans: Vec<_> = parsed
+                .headers
+                .iter()
+                .map(|field| {
+                    let name = field.name.as_ptr() as usize - base;
+                    let value = field.value.as_ptr() as usize - base;
+                    (
+                        name..name + field.name.len(),
+                        value..value + field.value.len(),
+                    )
+                })
+                .collect();
+            let bytes = self.read.split_to(len).freeze();
+            if (100..200).contains(&code) {
+                if code == 101 {
+                    self.broken = true;
+                    return Err(H1Error::Invalid("unexpected 101 Switching Protocols"));
+                }
+                continue;
+            }
+            let status = StatusCode::from_u16(code).map_err(|_| self.invalid("status code"))?;
+            let mut headers = HeaderMap::with_capacity(spans.len());
+            for (name, value) in spans {
+                let name = HeaderName::from_bytes(&bytes[name])
+                    .map_err(|_| self.invalid("header name"))?;
+                let value = HeaderValue::from_maybe_shared(bytes.slice(value))
+                    .map_err(|_| self.invalid("header value"))?;
+                headers.append(name, value);
+            }
+            let (decoder, delimited) = self.framing(method, status, &mut headers)?;
+            let keep_alive = delimited
+                && match version {
+                    Version::HTTP_11 => !connection_has(&headers, "close"),
+                    _ => connection_has(&headers, "keep-alive"),
+                };
+            let (mut parts, ()) = http::Response::new(()).into_parts();
+            parts.status = status;
+            parts.version = version;
+            parts.headers = headers;
+            return Ok(Some(Head {
+                parts,
+                decoder,
+                keep_alive,
+            }));
+        }
+    }
+
+    /// How the body of a response is delimited (RFC 9112, section 6.3), and whether its end is
+    /// known without the connection closing.
+    fn framing(
+        &mut self,
+        method: &Method,
+        status: StatusCode,
+        headers: &mut HeaderMap,
+    ) -> Result<(Decoder, bool), H1Error> {
+        if method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((Decoder::Done, true));
+        }
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            let chunked = headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            // Transfer-Encoding overrides Content-Length; a message with both may be an attempt
+            // at smuggling, so the connection is not reused after it.
+            let both = headers.remove(header::CONTENT_LENGTH).is_some();
+            if chunked {
+                return Ok((Decoder::Chunked(Chunk::Size), !both));
+            }
+            return Ok((Decoder::Eof, false));
+        }
+        let mut length = None;
+        for value in headers.get_all(header::CONTENT_LENGTH) {
+            let parsed = value
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (parsed, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Err(self.invalid("content-length")),
+            }
+        }
+        Ok(match length {
+            Some(n) => (Decoder::Length(n), true),
+            None => (Decoder::Eof, false),
+        })
+    }
+
+    fn invalid(&mut self, what: &'static str) -> H1Error {
+        self.broken = true;
+        H1Error::Invalid(what)
+    }
+
+    /// The whole rest of the body when it has already been read (a short response usually comes
+    /// in the same read as its head).
+    pub(crate) fn take_whole(&mut self, decoder: &mut Decoder) -> Option<Bytes> {
+        let n = usize::try_from(decoder.remaining()?).ok()?;
+        if n > self.read.len() {
+            return None;
+        }
+        *decoder = Decoder::Done;
+        Some(self.read.split_to(n).freeze())
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub(crate) fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        decoder: &mut Decoder,
+    ) -> Poll<Option<Result<Bytes, H1Error>>> {
+        let result = self.poll_body_inner(cx, decoder);
+        if let Poll::Ready(Some(Err(_))) = result {
+            self.broken = true;
+            *decoder = Decoder::Done;
+        }
+        result
+    }
+
+    fn poll_body_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        decoder: &mut Decoder,
+    ) -> Poll<Option<Result<Bytes, H1Error>>> {
+        loop {
+            match decoder {
+                Decoder::Done | Decoder::Length(0) => {
+                    *decoder = Decoder::Done;
+                    return Poll::Ready(None);
+                }
+                Decoder::Length(left) => {
+                    if self.read.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Closed)));
+                    }
+                    let n = self.take_up_to(left);
+                    return Poll::Ready(Some(Ok(n)));
+                }
+                Decoder::Eof => {
+                    if self.read.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+                        *decoder = Decoder::Done;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(self.read.split().freeze())));
+                }
+                Decoder::Chunked(Chunk::Data(left)) => {
+                    if self.read.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Closed)));
+                    }
+                    let data = self.take_up_to(left);
+                    if *left == 0 {
+                        *decoder = Decoder::Chunked(Chunk::DataEnd);
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Decoder::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&self.read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        let _ = self.read.split_to(used);
+                        *decoder = Decoder::Chunked(if size == 0 {
+                            Chunk::Trailers(0)
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) => ready!(self.fill_or_fail(cx))?,
+                    Err(_) => return Poll::Ready(Some(Err(H1Error::Chunk))),
+                },
+                Decoder::Chunked(Chunk::DataEnd) => {
+                    if self.read.len() < 2 {
+                        ready!(self.fill_or_fail(cx))?;
+                        continue;
+                    }
+                    if &self.read[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(H1Error::Chunk)));
+                    }
+                    let _ = self.read.split_to(2);
+                    *decoder = Decoder::Chunked(Chunk::Size);
+                }
+                Decoder::Chunked(Chunk::Trailers(seen)) => {
+                    match self.read.windows(2).position(|w| w == b"\r\n") {
+                        Some(0) => {
+                            let _ = self.read.split_to(2);
+                            *decoder = Decoder::Done;
+                            return Poll::Ready(None);
+                        }
+                        Some(end) => {
+                            *seen += end + 2;
+                            let _ = self.read.split_to(end + 2);
+                        }
+                        None => {
+                            if *seen + self.read.len() > MAX_TRAILERS {
+                                return Poll::Ready(Some(Err(H1Error::Chunk)));
+                            }
+                            ready!(self.fill_or_fail(cx))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `left` bytes of what has been read, counted off `left`.
+    fn take_up_to(&mut self, left: &mut u64) -> Bytes {
+        let n = usize::try_from(*left).map_or(self.read.len(), |l| l.min(self.read.len()));
+        *left -= n as u64;
+        self.read.split_to(n).freeze()
+    }
+
+    /// Reads more of a body that is not complete; the upstream closing now is an error.
+    fn fill_or_fail(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        match ready!(self.poll_fill(cx))? {
+            0 => Poll::Ready(Err(H1Error::Closed)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The framing the request's own headers fix: its Content-Length, or a chunked Transfer-Encoding.
+fn outgoing_framing(head: &request::Parts, body: &OutBody) -> Option<Outgoing> {
+    if let Some(te) = head.headers.get(header::TRANSFER_ENCODING)
+        && te.as_bytes().eq_ignore_ascii_case(b"chunked")
+    {
+        return Some(Outgoing::Chunked);
+    }
+    let length = head.headers.get(header::CONTENT_LENGTH)?;
+    let length = length.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(if length == 0 && body.is_end_stream() {
+        Outgoing::Done
+    } else {
+        Outgoing::Length(length)
+    })
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use http_body::Frame;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A connection to a loopback peer, and the peer's end.
+    async fn pair() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (Connection::new(Io::Tcp(client)), server)
+    }
+
+    fn get(path: &str) -> request::Parts {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.uri = path.parse().expect("uri");
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_static("up"));
+        parts
+    }
+
+    fn empty() -> OutBody {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    fn full(data: &'static str) -> OutBody {
+        http_body_util::Full::new(Bytes::from_static(data.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    /// A body of unknown length that yields `pieces`, then waits forever when `hang`.
+    struct Pieces {
+        pieces: VecDeque<&'static str>,
+        hang: bool,
+    }
+
+    impl Body for Pieces {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.pieces.pop_front() {
+                Some(p) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(p.as_bytes()))))),
+                None if self.hang => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn pieces(pieces: &[&'static str], hang: bool) -> OutBody {
+        Pieces {
+            pieces: pieces.iter().copied().collect(),
+            hang,
+        }
+        .boxed_unsync()
+    }
+
+    /// Reads what the peer received up to the end of a request head, plus `body` more bytes.
+    async fn received(peer: &mut TcpStream, body: usize) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                && got.len() >= end + 4 + body
+            {
+                return String::from_utf8(got).expect("utf8");
+            }
+            let n = peer.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "peer saw EOF after {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn body_of(conn: &mut Connection, decoder: &mut Decoder) -> Result<Vec<u8>, H1Error> {
+        let mut out = Vec::new();
+        if let Some(whole) = conn.take_whole(decoder) {
+            return Ok(whole.to_vec());
+        }
+        while let Some(data) = poll_fn(|cx| conn.poll_body(cx, decoder)).await {
+            out.extend_from_slice(&data?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_get_and_a_sized_response_leave_the_connection_reusable() {
+        let (mut conn, mut peer) = pair().await;
+        let parts = get("/a?b=c");
+        conn.send(&parts, &mut empty()).await.expect("send");
+        let request = received(&mut peer, 0).await;
+        assert_eq!(request, "GET /a?b=c HTTP/1.1\r\nhost: up\r\n\r\n");
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello")
+            .await
+            .expect("write");
+        let mut head = conn.read_head(&Method::GET).await.expect("head");
+        assert_eq!(head.parts.status, StatusCode::OK);
+        assert!(head.keep_alive);
+        let values: Vec<_> = head.parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(
+            body_of(&mut conn, &mut head.decoder).await.expect("body"),
+            b"hello"
+        );
+        assert!(conn.is_clean());
+        assert!(conn.is_reusable());
+        drop(peer);
+        // The close reaches the socket a moment later.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!conn.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn a_chunked_response_is_decoded_across_reads_with_extensions_and_trailers() {
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        let server = tokio::spawn(async move {
+            for piece in [
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                "lo\r\n",
+                "6\r\n world\r\n0\r\nX-Trailer: t\r\n",
+                "\r\n",
+            ] {
+                peer.write_all(piece.as_bytes()).await.expect("write");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            peer
+        });
+        let mut head = conn.read_head(&Method::GET).await.expect("head");
+        assert!(matches!(head.decoder, Decoder::Chunked(Chunk::Size)));
+        assert_eq!(
+            body_of(&mut conn, &mut head.decoder).await.expect("body"),
+            b"hello world"
+        );
+        assert!(head.keep_alive && conn.is_clean());
+        drop(server.await);
+    }
+
+    #[tokio::test]
+    async fn a_response_without_a_length_runs_to_the_close_and_ends_the_connection() {
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        peer.write_all(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+            .await
+            .expect("write");
+        drop(peer);
+        let mut head = conn.read_head(&Method::GET).await.expect("head");
+        assert!(!head.keep_alive);
+        assert_eq!(
+            body_of(&mut conn, &mut head.decoder).await.expect("body"),
+            b"all of it"
+        );
+        assert!(!conn.is_clean());
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_have_no_body_whatever_their_headers_say() {
+        for (method, status) in [
+            (Method::HEAD, "200 OK"),
+            (Method::GET, "204 No Content"),
+            (Method::GET, "304 Not Modified"),
+        ] {
+            let (mut conn, mut peer) = pair().await;
+            let mut parts = get("/");
+            parts.method = method.clone();
+            conn.send(&parts, &mut empty()).await.expect("send");
+            received(&mut peer, 0).await;
+            let response = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
+            peer.write_all(response.as_bytes()).await.expect("write");
+            let mut head = conn.read_head(&method).await.expect("head");
+            assert_eq!(
+                conn.take_whole(&mut head.decoder).as_deref(),
+                Some(&b""[..])
+            );
+            assert!(head.keep_alive && conn.is_clean(), "{method} {status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        peer.write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .expect("write");
+        let head = conn.read_head(&Method::GET).await.expect("head");
+        assert_eq!(head.parts.status, StatusCode::CREATED);
+        assert!(head.parts.headers.get("link").is_none());
+    }
+
+    #[tokio::test]
+    async fn ambiguous_framing_is_refused_or_not_reused() {
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+            .await
+            .expect("write");
+        let err = conn.read_head(&Method::GET).await.err().expect("refused");
+        assert!(matches!(err, H1Error::Invalid("content-length")), "{err}");
+        assert!(!conn.is_clean());
+
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = conn.read_head(&Method::GET).await.expect("head");
+        assert!(head.parts.headers.get(header::CONTENT_LENGTH).is_none());
+        assert!(!head.keep_alive);
+        assert_eq!(
+            body_of(&mut conn, &mut head.decoder).await.expect("body"),
+            b"ok"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_head_too_large_or_cut_short_is_an_error() {
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n", "a".repeat(MAX_HEAD));
+        let writer = tokio::spawn(async move {
+            let _ = peer.write_all(big.as_bytes()).await;
+            peer
+        });
+        let err = conn.read_head(&Method::GET).await.err().expect("too large");
+        assert!(matches!(err, H1Error::HeadTooLarge), "{err}");
+        drop(writer.await);
+
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Le")
+            .await
+            .expect("write");
+        drop(peer);
+        let err = conn.read_head(&Method::GET).await.err().expect("cut short");
+        assert!(err.is_stale_connection(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_framed_by_length_or_chunked() {
+        let (mut conn, mut peer) = pair().await;
+        let mut parts = get("/");
+        parts.method = Method::POST;
+        conn.send(&parts, &mut full("abc")).await.expect("send");
+        let request = received(&mut peer, 3).await;
+        assert_eq!(
+            request,
+            "POST / HTTP/1.1\r\nhost: up\r\ncontent-length: 3\r\n\r\nabc"
+        );
+
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&parts, &mut pieces(&["ab", "", "cde"], false))
+            .await
+            .expect("send");
+        let request = received(&mut peer, 20).await;
+        assert_eq!(
+            request,
+            "POST / HTTP/1.1\r\nhost: up\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+        );
+
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&parts, &mut empty()).await.expect("send");
+        let request = received(&mut peer, 0).await;
+        assert_eq!(
+            request,
+            "POST / HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n"
+        );
+
+        let (mut conn, _peer) = pair().await;
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        let err = conn
+            .send(&parts, &mut full("abc"))
+            .await
+            .expect_err("too long");
+        assert!(matches!(err, H1Error::RequestLength), "{err}");
+        assert!(!conn.is_clean());
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_body_is_sent_stops_the_sending() {
+        let (mut conn, mut peer) = pair().await;
+        let mut parts = get("/upload");
+        parts.method = Method::PUT;
+        let reply = tokio::spawn(async move {
+            received(&mut peer, 0).await;
+            peer.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            peer
+        });
+        conn.send(&parts, &mut pieces(&["first"], true))
+            .await
+            .expect("send stops");
+        let head = conn.read_head(&Method::PUT).await.expect("head");
+        assert_eq!(head.parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!conn.is_clean(), "a request cut short is not reused");
+        drop(reply.await);
+    }
+}
