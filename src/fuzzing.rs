@@ -254,7 +254,7 @@ pub fn standalone(bytes: &[u8], json: bool) -> Result<StandaloneReport, String> 
     let settings = SnapshotSettings {
         router_mode: RouterMode::default(),
     };
-    let compiled = Snapshot::build(state, 1, &settings)
+    let compiled = Snapshot::build(state, 1, &settings, None)
         .map(|s| s.router.len())
         .map_err(|e| e.to_string());
     Ok(StandaloneReport {

@@ -170,7 +170,10 @@ pub(crate) struct Router<T> {
 
 impl<T> Router<T> {
     /// Compiles the routes. Fails on an invalid `vars` expression, remote address, host, method or uri.
-    pub(crate) fn new(specs: Vec<(RouteSpec, T)>, mode: RouterMode) -> Result<Self, RouterError> {
+    pub(crate) fn new<S: std::borrow::Borrow<RouteSpec>>(
+        specs: Vec<(S, T)>,
+        mode: RouterMode,
+    ) -> Result<Self, RouterError> {
         let params = mode == RouterMode::UriWithParameter;
         let mut routes = Vec::with_capacity(specs.len());
         let mut uris = Vec::new();
@@ -179,7 +182,8 @@ impl<T> Router<T> {
             RouterMode::Uri | RouterMode::UriWithParameter => Layout::Flat(PathIndex::default()),
         };
         for (index, (spec, value)) in specs.into_iter().enumerate() {
-            let route = CompiledRoute::compile(index, &spec, value)?;
+            let spec = spec.borrow();
+            let route = CompiledRoute::compile(index, spec, value)?;
             if spec.uris.is_empty() {
                 return Err(RouterError::NoUri { route: index });
             }

@@ -106,7 +106,7 @@ impl Store {
         state: ConfigState,
         settings: SnapshotSettings,
     ) -> Result<Store, StoreError> {
-        let snapshot = Snapshot::build(state.clone(), 1, &settings)?;
+        let snapshot = Snapshot::build(state.clone(), 1, &settings, None)?;
         Ok(Store {
             persistence,
             applied: tokio::sync::watch::Sender::new(state.revision()),
@@ -159,9 +159,10 @@ impl Store {
     /// current snapshot stays.
     pub(crate) async fn replace(&self, next: ConfigState) -> Result<u64, StoreError> {
         let mut state = self.writer.lock().await;
-        let generation = self.current.load().generation + 1;
+        let current = self.current.load_full();
+        let generation = current.generation + 1;
         let revision = next.revision();
-        let snapshot = Snapshot::build(next.clone(), generation, &self.settings)?;
+        let snapshot = Snapshot::build(next.clone(), generation, &self.settings, Some(&current))?;
         *state = next;
         self.current.store(Arc::new(snapshot));
         self.applied.send_modify(|r| *r = (*r).max(revision));
@@ -173,9 +174,10 @@ impl Store {
     pub(crate) async fn apply_synced(&self, changes: Vec<Synced>, revision: u64) {
         let mut state = self.writer.lock().await;
         if !changes.is_empty() {
-            let generation = self.current.load().generation + 1;
+            let current = self.current.load_full();
+            let generation = current.generation + 1;
             let next = state.with_synced(&changes, revision);
-            match Snapshot::build(next.clone(), generation, &self.settings) {
+            match Snapshot::build(next.clone(), generation, &self.settings, Some(&current)) {
                 Ok(snapshot) => {
                     *state = next;
                     self.current.store(Arc::new(snapshot));
@@ -183,7 +185,13 @@ impl Store {
                 Err(_) => {
                     for change in changes {
                         let next = state.with_synced(std::slice::from_ref(&change), revision);
-                        match Snapshot::build(next.clone(), generation, &self.settings) {
+                        let previous = self.current.load_full();
+                        match Snapshot::build(
+                            next.clone(),
+                            generation,
+                            &self.settings,
+                            Some(&previous),
+                        ) {
                             Ok(snapshot) => {
                                 *state = next;
                                 self.current.store(Arc::new(snapshot));
@@ -254,8 +262,15 @@ impl Store {
     ) -> Result<Option<Arc<Item>>, StoreError> {
         let (kind, id) = change.target();
         let (next, item) = state.apply(change)?;
-        let generation = self.current.load().generation + 1;
-        let snapshot = Snapshot::build(next.clone(), generation, &self.settings)?;
+        let snapshot = {
+            let current = self.current.load_full();
+            Snapshot::build(
+                next.clone(),
+                current.generation + 1,
+                &self.settings,
+                Some(&current),
+            )?
+        };
         let backend = backend.clone();
         let persisted = item.clone();
         let revision = next.revision();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::StoreError;
-use super::model::{ConfigState, id_of};
+use super::model::{ConfigState, Item, id_of};
 use crate::router::{RouteSpec, Router, RouterMode};
 use crate::schema::ResourceKind;
 use crate::tls::CertIndex;
@@ -49,6 +49,33 @@ pub(crate) struct Snapshot {
     pub(crate) global_plugins: Vec<(String, Arc<str>)>,
     /// Changes whenever a global rule changes.
     pub(crate) global_version: u64,
+    /// What the next build reuses while the objects it came from stay the same.
+    compiled: Compiled,
+}
+
+/// The compiled form of each upstream and route, with the stored objects it came from.
+#[derive(Default)]
+struct Compiled {
+    upstreams: HashMap<String, (Arc<Item>, Arc<Upstream>)>,
+    routes: HashMap<String, CompiledRoute>,
+}
+
+struct CompiledRoute {
+    /// The route, its service, its plugin_config, and the upstreams it names by id (its own and
+    /// its service's): the objects a route's entry is compiled from.
+    sources: [Option<Arc<Item>>; 5],
+    spec: Arc<RouteSpec>,
+    entry: Arc<RouteEntry>,
+}
+
+/// Whether two lists of sources are the very same stored objects (an object that changes is
+/// replaced by a new one, so identity means unchanged).
+fn same_sources(a: &[Option<Arc<Item>>; 5], b: &[Option<Arc<Item>>; 5]) -> bool {
+    a.iter().zip(b).all(|pair| match pair {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    })
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -92,23 +119,38 @@ fn combine_versions(versions: &[u64]) -> u64 {
 }
 
 impl Snapshot {
-    /// Compiles a state. Fails, naming the object, when something cannot be served.
+    /// Compiles a state. Fails, naming the object, when something cannot be served. Upstreams and
+    /// routes whose stored objects are the same as in `previous` are taken from it as they are, so
+    /// a change costs in proportion to what it touches, not to every route stored.
     pub(crate) fn build(
         state: ConfigState,
         generation: u64,
         settings: &SnapshotSettings,
+        previous: Option<&Snapshot>,
     ) -> Result<Snapshot, StoreError> {
+        let reusable = previous.map(|p| &p.compiled);
         let invalid = |kind, id: &str, reason: String| StoreError::Invalid {
             kind,
             id: id.to_owned(),
             reason,
         };
-        let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
+        let mut compiled = Compiled::default();
         for item in state.list(ResourceKind::Upstream) {
-            let upstream = Upstream::from_json(Some(item.id().to_owned()), &item.value)
-                .map_err(|e| invalid(ResourceKind::Upstream, item.id(), e.to_string()))?;
-            upstreams.insert(item.id().to_owned(), Arc::new(upstream));
+            let kept = reusable
+                .and_then(|r| r.upstreams.get(item.id()))
+                .filter(|(source, _)| Arc::ptr_eq(source, item));
+            let upstream = match kept {
+                Some((_, upstream)) => upstream.clone(),
+                None => Arc::new(
+                    Upstream::from_json(Some(item.id().to_owned()), &item.value)
+                        .map_err(|e| invalid(ResourceKind::Upstream, item.id(), e.to_string()))?,
+                ),
+            };
+            compiled
+                .upstreams
+                .insert(item.id().to_owned(), (item.clone(), upstream));
         }
+        let upstreams = &compiled.upstreams;
         let resolve =
             |kind, id: &str, value: &Value| -> Result<Option<Arc<Upstream>>, StoreError> {
                 if let Some(inline) = value.get("upstream") {
@@ -119,7 +161,7 @@ impl Snapshot {
                 Ok(value
                     .get("upstream_id")
                     .and_then(id_of)
-                    .and_then(|uid| upstreams.get(&uid).cloned()))
+                    .and_then(|uid| upstreams.get(&uid).map(|(_, u)| u.clone())))
             };
         let mut services: HashMap<String, ServiceView> = HashMap::new();
         for item in state.list(ResourceKind::Service) {
@@ -134,6 +176,7 @@ impl Snapshot {
             );
         }
         let mut routes = Vec::new();
+        let mut compiled_routes = HashMap::new();
         for item in state.list(ResourceKind::Route) {
             let value = &item.value;
             if value.get("status").and_then(Value::as_i64) == Some(0) {
@@ -141,6 +184,34 @@ impl Snapshot {
             }
             let id = item.id();
             let service_id = value.get("service_id").and_then(id_of);
+            let referenced = |kind, of: Option<&Arc<Item>>, field: &str| {
+                of.and_then(|item| item.value.get(field))
+                    .and_then(id_of)
+                    .and_then(|ref_id| state.get(kind, &ref_id).cloned())
+            };
+            let service_item = referenced(ResourceKind::Service, Some(item), "service_id");
+            let sources = [
+                Some(item.clone()),
+                referenced(ResourceKind::PluginConfig, Some(item), "plugin_config_id"),
+                referenced(ResourceKind::Upstream, Some(item), "upstream_id"),
+                referenced(ResourceKind::Upstream, service_item.as_ref(), "upstream_id"),
+                service_item,
+            ];
+            if let Some(kept) = reusable
+                .and_then(|r| r.routes.get(id))
+                .filter(|kept| same_sources(&kept.sources, &sources))
+            {
+                routes.push((kept.spec.clone(), kept.entry.clone()));
+                compiled_routes.insert(
+                    id.to_owned(),
+                    CompiledRoute {
+                        sources,
+                        spec: kept.spec.clone(),
+                        entry: kept.entry.clone(),
+                    },
+                );
+                continue;
+            }
             let service = service_id.as_ref().and_then(|s| services.get(s));
             let upstream = match resolve(ResourceKind::Route, id, value)? {
                 Some(upstream) => Some(upstream),
@@ -156,14 +227,14 @@ impl Snapshot {
             if hosts.is_empty() {
                 hosts = service.map(|s| s.hosts.clone()).unwrap_or_default();
             }
-            let spec = RouteSpec {
+            let spec = Arc::new(RouteSpec {
                 uris: one_or_many(value, "uri", "uris"),
                 hosts,
                 methods: strings(value.get("methods")),
                 remote_addrs: one_or_many(value, "remote_addr", "remote_addrs"),
                 vars: value.get("vars").cloned(),
                 priority: value.get("priority").and_then(Value::as_i64).unwrap_or(0),
-            };
+            });
             let plugin_config = value
                 .get("plugin_config_id")
                 .and_then(id_of)
@@ -188,8 +259,18 @@ impl Snapshot {
                 upstream,
                 timeouts,
             };
-            routes.push((spec, Arc::new(entry)));
+            let entry = Arc::new(entry);
+            routes.push((spec.clone(), entry.clone()));
+            compiled_routes.insert(
+                id.to_owned(),
+                CompiledRoute {
+                    sources,
+                    spec,
+                    entry,
+                },
+            );
         }
+        compiled.routes = compiled_routes;
         let router =
             Router::new(routes, settings.router_mode).map_err(|e| StoreError::Invalid {
                 kind: ResourceKind::Route,
@@ -212,6 +293,7 @@ impl Snapshot {
             certs,
             global_plugins,
             global_version,
+            compiled,
         })
     }
 }
@@ -266,5 +348,182 @@ fn one_or_many(value: &Value, one: &str, many: &str) -> Vec<String> {
     match value.get(many) {
         Some(list) => strings(Some(list)),
         None => strings(value.get(one)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::Change;
+
+    fn put(state: &ConfigState, kind: ResourceKind, id: &str, value: Value) -> ConfigState {
+        let change = Change::Put {
+            kind,
+            id: id.to_owned(),
+            value,
+        };
+        state.apply(change).expect("valid change").0
+    }
+
+    fn build(state: &ConfigState, previous: Option<&Snapshot>) -> Snapshot {
+        let settings = SnapshotSettings {
+            router_mode: RouterMode::HostUri,
+        };
+        Snapshot::build(state.clone(), 1, &settings, previous).expect("compiles")
+    }
+
+    fn entry(snapshot: &Snapshot, id: &str) -> Arc<RouteEntry> {
+        snapshot.compiled.routes[id].entry.clone()
+    }
+
+    fn node_of(entry: &RouteEntry) -> String {
+        let upstream = entry.upstream.as_ref().expect("an upstream");
+        upstream.attempt_order(None)[0].authority()
+    }
+
+    #[test]
+    fn a_change_recompiles_only_the_routes_that_depend_on_it() {
+        let mut state = ConfigState::default();
+        state = put(
+            &state,
+            ResourceKind::Upstream,
+            "u",
+            json!({"nodes": {"10.0.0.1:80": 1}}),
+        );
+        state = put(
+            &state,
+            ResourceKind::Service,
+            "s",
+            json!({"upstream_id": "u"}),
+        );
+        state = put(
+            &state,
+            ResourceKind::PluginConfig,
+            "pc",
+            json!({"plugins": {"a": {}}}),
+        );
+        state = put(
+            &state,
+            ResourceKind::Route,
+            "by-service",
+            json!({"uri": "/s", "service_id": "s"}),
+        );
+        state = put(
+            &state,
+            ResourceKind::Route,
+            "by-config",
+            json!({"uri": "/c", "plugin_config_id": "pc", "upstream_id": "u"}),
+        );
+        state = put(
+            &state,
+            ResourceKind::Route,
+            "inline",
+            json!({"uri": "/i", "upstream": {"nodes": {"10.0.0.9:80": 1}}}),
+        );
+        let first = build(&state, None);
+
+        // A route of its own changes: only it is compiled again.
+        state = put(
+            &state,
+            ResourceKind::Route,
+            "inline",
+            json!({"uri": "/i2", "upstream": {"nodes": {"10.0.0.8:80": 1}}}),
+        );
+        let second = build(&state, Some(&first));
+        assert!(Arc::ptr_eq(
+            &entry(&first, "by-service"),
+            &entry(&second, "by-service")
+        ));
+        assert!(Arc::ptr_eq(
+            &entry(&first, "by-config"),
+            &entry(&second, "by-config")
+        ));
+        assert_eq!(node_of(&entry(&second, "inline")), "10.0.0.8:80");
+        assert_eq!(second.compiled.routes["inline"].spec.uris, ["/i2"]);
+
+        // The shared upstream changes: both routes that reach it see the new node.
+        state = put(
+            &state,
+            ResourceKind::Upstream,
+            "u",
+            json!({"nodes": {"10.0.0.2:80": 1}}),
+        );
+        let third = build(&state, Some(&second));
+        assert_eq!(node_of(&entry(&third, "by-service")), "10.0.0.2:80");
+        assert_eq!(node_of(&entry(&third, "by-config")), "10.0.0.2:80");
+        assert!(Arc::ptr_eq(
+            &entry(&second, "inline"),
+            &entry(&third, "inline")
+        ));
+
+        // The plugin_config changes: its route's merged plugins follow.
+        state = put(
+            &state,
+            ResourceKind::PluginConfig,
+            "pc",
+            json!({"plugins": {"b": {}}}),
+        );
+        let fourth = build(&state, Some(&third));
+        let names: Vec<_> = entry(&fourth, "by-config")
+            .plugins
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        assert_eq!(names, ["b"]);
+        assert!(Arc::ptr_eq(
+            &entry(&third, "by-service"),
+            &entry(&fourth, "by-service")
+        ));
+
+        // The service changes its hosts: its route is matched on them.
+        state = put(
+            &state,
+            ResourceKind::Service,
+            "s",
+            json!({"upstream_id": "u", "hosts": ["a.example"]}),
+        );
+        let fifth = build(&state, Some(&fourth));
+        assert_eq!(
+            fifth.compiled.routes["by-service"].spec.hosts,
+            ["a.example"]
+        );
+        assert!(!Arc::ptr_eq(
+            &entry(&fourth, "by-service"),
+            &entry(&fifth, "by-service")
+        ));
+    }
+
+    #[test]
+    fn an_unchanged_upstream_keeps_its_instance() {
+        let mut state = ConfigState::default();
+        state = put(
+            &state,
+            ResourceKind::Upstream,
+            "u",
+            json!({"nodes": {"10.0.0.1:80": 1}}),
+        );
+        state = put(
+            &state,
+            ResourceKind::Route,
+            "r",
+            json!({"uri": "/r", "upstream_id": "u"}),
+        );
+        let first = build(&state, None);
+        state = put(
+            &state,
+            ResourceKind::Route,
+            "other",
+            json!({"uri": "/o", "upstream_id": "u"}),
+        );
+        let second = build(&state, Some(&first));
+        let kept = &second.compiled.upstreams["u"].1;
+        assert!(Arc::ptr_eq(&first.compiled.upstreams["u"].1, kept));
+        let other = entry(&second, "other");
+        assert!(Arc::ptr_eq(
+            other.upstream.as_ref().expect("upstream"),
+            kept
+        ));
     }
 }
