@@ -396,6 +396,31 @@ async fn large_bodies_stream_both_ways() {
 }
 
 #[tokio::test]
+async fn an_upload_with_expect_100_continue_goes_through_whole() {
+    let up = MockUpstream::start("u").await;
+    let gw = TestGateway::start().await;
+    gw.put("/routes/1", route_to("/count", &up.node())).await;
+    // The body comes slowly, so the upstream's `100 Continue` arrives while it is being sent.
+    let pieces = futures_util::stream::unfold(0, |i| async move {
+        if i == 5 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'z'; 1000]), i + 1))
+    });
+    let resp = gw
+        .client
+        .put(gw.url("/count"))
+        .header("expect", "100-continue")
+        .body(reqwest::Body::wrap_stream(pieces))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "5000");
+}
+
+#[tokio::test]
 async fn an_http10_upstream_does_not_downgrade_the_client() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -344,19 +344,52 @@ impl Connection {
     }
 
     /// While the request cannot make progress: whether the upstream has answered (or closed) in the
-    /// meantime. If so, sending stops and the response is read. Plain TCP only: a TLS session is
-    /// not read while one of its writes is pending.
+    /// meantime. A final answer stops the sending, and the response is read; interim ones (the
+    /// `100 Continue` an `Expect` asks for) are dropped and the sending goes on. Plain TCP only: a
+    /// TLS session is not read while one of its writes is pending.
     fn poll_early_response(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
         if !matches!(self.io, Io::Tcp(_)) {
             return Poll::Pending;
         }
-        match self.poll_fill(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(_)) => {
-                self.broken = true;
-                Poll::Ready(Ok(()))
+        loop {
+            match ready!(self.poll_fill(cx)) {
+                Err(err) => return Poll::Ready(Err(err.into())),
+                Ok(0) => {
+                    self.broken = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(_) if self.final_head_arrived()? => {
+                    self.broken = true;
+                    return Poll::Ready(Ok(()));
+                }
+                // Read on until the read is pending, so that this task is woken by what comes next.
+                Ok(_) => {}
             }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err.into())),
+        }
+    }
+
+    /// Drops the complete interim (1xx) heads at the front of what has been read; whether a final
+    /// response head (or more than a head's worth of bytes) is there.
+    fn final_head_arrived(&mut self) -> Result<bool, H1Error> {
+        loop {
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let config = httparse::ParserConfig::default();
+            match config.parse_response_with_uninit_headers(&mut parsed, &self.read, &mut fields) {
+                Ok(httparse::Status::Complete(len))
+                    if parsed
+                        .code
+                        .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
+                {
+                    let _ = self.read.split_to(len);
+                }
+                Ok(httparse::Status::Complete(_)) => return Ok(true),
+                Ok(httparse::Status::Partial) => return Ok(self.read.len() >= MAX_HEAD),
+                Err(err) => {
+                    self.broken = true;
+                    return Err(err.into());
+                }
+            }
         }
     }
 
@@ -991,5 +1024,71 @@ mod tests {
         assert_eq!(head.parts.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(!conn.is_clean(), "a request cut short is not reused");
         drop(reply.await);
+    }
+
+    /// A body that yields what arrives on a channel, of unknown length.
+    struct Channel(tokio::sync::mpsc::Receiver<&'static str>);
+
+    impl Body for Channel {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|piece| piece.map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_100_continue_during_the_upload_does_not_stop_it() {
+        let (mut conn, mut peer) = pair().await;
+        let mut parts = get("/upload");
+        parts.method = Method::PUT;
+        parts
+            .headers
+            .insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let upstream = tokio::spawn(async move {
+            // The head and the first piece, then the interim answer, then the rest of the body.
+            let first = received(&mut peer, "5\r\nfirst\r\n".len()).await;
+            peer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .expect("write");
+            let rest = received_more(&mut peer, "4\r\nlast\r\n0\r\n\r\n".len()).await;
+            peer.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            (first, rest, peer)
+        });
+        tx.send("first").await.expect("queued");
+        let mut body = Channel(rx).boxed_unsync();
+        let feeding = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tx.send("last").await.expect("queued");
+            drop(tx);
+        };
+        let (sent, ()) = tokio::join!(conn.send(&parts, &mut body), feeding);
+        sent.expect("the whole body is sent");
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            conn.read_head(&Method::PUT),
+        );
+        let head = answer.await.expect("answered in time").expect("head");
+        assert_eq!(head.parts.status, StatusCode::CREATED);
+        assert!(conn.is_clean(), "the exchange completed normally");
+        let (first, rest, _peer) = upstream.await.expect("upstream");
+        assert!(first.ends_with("\r\n\r\n5\r\nfirst\r\n"), "{first:?}");
+        assert_eq!(rest, "4\r\nlast\r\n0\r\n\r\n");
+    }
+
+    /// Reads exactly `n` more bytes.
+    async fn received_more(peer: &mut TcpStream, n: usize) -> String {
+        let mut buf = vec![0u8; n];
+        peer.read_exact(&mut buf).await.expect("read");
+        String::from_utf8(buf).expect("utf8")
     }
 }
