@@ -372,23 +372,21 @@ impl Connection {
     /// response head (or more than a head's worth of bytes) is there.
     fn final_head_arrived(&mut self) -> Result<bool, H1Error> {
         loop {
-            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            let config = httparse::ParserConfig::default();
-            match config.parse_response_with_uninit_headers(&mut parsed, &self.read, &mut fields) {
-                Ok(httparse::Status::Complete(len))
+            let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let parsed = parse_response(&self.read, &mut fields).map_err(|err| {
+                self.broken = true;
+                H1Error::from(err)
+            })?;
+            match parsed {
+                Some((len, parsed))
                     if parsed
                         .code
                         .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
                 {
                     let _ = self.read.split_to(len);
                 }
-                Ok(httparse::Status::Complete(_)) => return Ok(true),
-                Ok(httparse::Status::Partial) => return Ok(self.read.len() >= MAX_HEAD),
-                Err(err) => {
-                    self.broken = true;
-                    return Err(err.into());
-                }
+                Some(_) => return Ok(true),
+                None => return Ok(self.read.len() >= MAX_HEAD),
             }
         }
     }
@@ -433,20 +431,13 @@ impl Connection {
 
     fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, H1Error> {
         loop {
-            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            let config = httparse::ParserConfig::default();
-            let len = match config.parse_response_with_uninit_headers(
-                &mut parsed,
-                &self.read,
-                &mut fields,
-            ) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(err) => {
-                    self.broken = true;
-                    return Err(err.into());
-                }
+            let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let parsed = parse_response(&self.read, &mut fields).map_err(|err| {
+                self.broken = true;
+                H1Error::from(err)
+            })?;
+            let Some((len, parsed)) = parsed else {
+                return Ok(None);
             };
             let code = parsed.code.unwrap_or(0);
             let version = match parsed.version {
@@ -675,6 +666,19 @@ impl Connection {
             0 => Poll::Ready(Err(H1Error::Closed)),
             _ => Poll::Ready(Ok(())),
         }
+    }
+}
+
+/// Parses the response head at the front of `buf`, if it is all there.
+fn parse_response<'b>(
+    buf: &'b [u8],
+    fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(usize, httparse::Response<'b, 'b>)>, httparse::Error> {
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    match config.parse_response_with_uninit_headers(&mut parsed, buf, fields)? {
+        httparse::Status::Complete(len) => Ok(Some((len, parsed))),
+        httparse::Status::Partial => Ok(None),
     }
 }
 
