@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::router::{MatchInput, RouteSpec, Router, RouterMode, Vars};
 use crate::schema::ResourceKind;
 use crate::store::yaml::{self, FileFormat};
-use crate::store::{Backend, Change, ConfigState, Item, Snapshot, SnapshotSettings, Store};
+use crate::store::{Backend, Change, ConfigState, Snapshot, SnapshotSettings, Store};
 use crate::validate::{PluginCatalog, SchemaType};
 
 /// The `create_time`/`update_time` stamped on Admin writes, fixed so that runs are reproducible.
@@ -81,9 +81,7 @@ impl Backend for MemoryBackend {
 
     fn commit(
         &self,
-        _kind: ResourceKind,
-        _id: &str,
-        _item: Option<&Item>,
+        _changes: &[crate::store::Committed<'_>],
         _revision: u64,
     ) -> Result<(), crate::store::StoreError> {
         if self.fail_next.swap(false, Ordering::SeqCst) {

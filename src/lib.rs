@@ -208,35 +208,37 @@ impl Gateway {
         let (state, skipped) = source
             .load_reporting(Some(&*plugins))
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let imported = runtime.block_on(async {
-            let mut imported = 0usize;
-            let keyring = keyring_of(config);
-            for kind in store::yaml::Source::order() {
-                for item in state.list(kind) {
-                    let mut value = item.value.clone();
-                    if let Some(keyring) = &keyring {
-                        keyring.seal_object(
-                            &*plugins,
-                            kind,
-                            item.id(),
-                            &mut value,
-                            keyring::Seal::Close,
-                        );
-                    }
-                    let change = store::Change::Put {
+        let keyring = keyring_of(config);
+        let mut changes = Vec::new();
+        for kind in store::yaml::Source::order() {
+            for item in state.list(kind) {
+                let mut value = item.value.clone();
+                if let Some(keyring) = &keyring {
+                    keyring.seal_object(
+                        &*plugins,
                         kind,
-                        id: item.id().to_owned(),
-                        value,
-                    };
-                    store
-                        .write(change)
-                        .await
-                        .map_err(|e| StartError::Store(format!("{}: {e}", item.key)))?;
-                    imported += 1;
+                        item.id(),
+                        &mut value,
+                        keyring::Seal::Close,
+                    );
                 }
+                changes.push(store::Change::Put {
+                    kind,
+                    id: item.id().to_owned(),
+                    value,
+                });
             }
-            Ok::<_, StartError>(imported)
-        })?;
+        }
+        let imported = changes.len();
+        // One write for the whole file: checked, stored and published together, or not at all.
+        runtime
+            .block_on(store.write_all(changes))
+            .map_err(|(key, e)| {
+                StartError::Store(match key {
+                    Some(key) => format!("{key}: {e}"),
+                    None => e.to_string(),
+                })
+            })?;
         let mut summary = format!("imported {imported} objects from {}", file.display());
         for item in &skipped {
             summary.push_str(&format!("\nskipped {}: {}", item.key, item.reason));

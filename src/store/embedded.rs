@@ -8,7 +8,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::model::{ConfigState, Item};
-use super::{Backend, StoreError};
+use super::{Backend, Committed, StoreError};
 use crate::schema::ResourceKind;
 
 const ITEMS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("items");
@@ -69,26 +69,22 @@ impl Backend for EmbeddedBackend {
         Ok(ConfigState::from_items(revision, items))
     }
 
-    fn commit(
-        &self,
-        kind: ResourceKind,
-        id: &str,
-        item: Option<&Item>,
-        revision: u64,
-    ) -> Result<(), StoreError> {
-        let key = super::model::item_key(kind, id);
+    fn commit(&self, changes: &[Committed<'_>], revision: u64) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(backend_err)?;
         {
             let mut table = txn.open_table(ITEMS).map_err(backend_err)?;
-            match item {
-                Some(item) => {
-                    let bytes = serde_json::to_vec(item).map_err(backend_err)?;
-                    table
-                        .insert(key.as_str(), bytes.as_slice())
-                        .map_err(backend_err)?;
-                }
-                None => {
-                    table.remove(key.as_str()).map_err(backend_err)?;
+            for change in changes {
+                let key = super::model::item_key(change.kind, change.id);
+                match change.item {
+                    Some(item) => {
+                        let bytes = serde_json::to_vec(item).map_err(backend_err)?;
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(backend_err)?;
+                    }
+                    None => {
+                        table.remove(key.as_str()).map_err(backend_err)?;
+                    }
                 }
             }
             let mut meta = txn.open_table(META).map_err(backend_err)?;
@@ -114,12 +110,12 @@ mod tests {
                 id: "1".into(),
                 value: json!({"nodes": {"127.0.0.1:80": 1}}),
             })?;
-            backend.commit(
-                ResourceKind::Upstream,
-                "1",
-                item.as_deref(),
-                state.revision(),
-            )?;
+            let put = Committed {
+                kind: ResourceKind::Upstream,
+                id: "1",
+                item: item.as_deref(),
+            };
+            backend.commit(&[put], state.revision())?;
             state
         };
         let reopened = EmbeddedBackend::open(dir.path())?.load()?;
@@ -131,7 +127,12 @@ mod tests {
             Some(json!({"nodes": {"127.0.0.1:80": 1}}))
         );
         let backend = EmbeddedBackend::open(dir.path())?;
-        backend.commit(ResourceKind::Upstream, "1", None, 2)?;
+        let delete = Committed {
+            kind: ResourceKind::Upstream,
+            id: "1",
+            item: None,
+        };
+        backend.commit(&[delete], 2)?;
         assert!(backend.load()?.get(ResourceKind::Upstream, "1").is_none());
         Ok(())
     }

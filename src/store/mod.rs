@@ -55,14 +55,15 @@ impl ResourceKind {
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Reads every stored resource.
     fn load(&self) -> Result<ConfigState, StoreError>;
-    /// Durably records one change: `item` is the new value, or `None` for a deletion.
-    fn commit(
-        &self,
-        kind: ResourceKind,
-        id: &str,
-        item: Option<&Item>,
-        revision: u64,
-    ) -> Result<(), StoreError>;
+    /// Durably records changes, all or none, and the revision they reach.
+    fn commit(&self, changes: &[Committed<'_>], revision: u64) -> Result<(), StoreError>;
+}
+
+/// One change as persisted: `item` is the new value, or `None` for a deletion.
+pub(crate) struct Committed<'a> {
+    pub(crate) kind: ResourceKind,
+    pub(crate) id: &'a str,
+    pub(crate) item: Option<&'a Item>,
 }
 
 /// Where writes go.
@@ -260,8 +261,54 @@ impl Store {
         state: &mut ConfigState,
         change: Change,
     ) -> Result<Option<Arc<Item>>, StoreError> {
+        let mut next = state.clone();
         let (kind, id) = change.target();
-        let (next, item) = state.apply(change)?;
+        let item = next.apply_in_place(change)?;
+        self.publish(backend, state, next, vec![(kind, id, item.clone())])
+            .await?;
+        Ok(item)
+    }
+
+    /// Applies changes in order as one write (`moongate import`): all are checked, persisted and
+    /// published together, with one snapshot build, or none is. An etcd store takes them one by
+    /// one. On error, the key of the change that failed, when one did.
+    pub(crate) async fn write_all(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<(), (Option<String>, StoreError)> {
+        let failed = |kind, id: &str| Some(model::item_key(kind, id));
+        let Persistence::Local(backend) = &self.persistence else {
+            for change in changes {
+                let (kind, id) = change.target();
+                self.write(change)
+                    .await
+                    .map_err(|err| (failed(kind, &id), err))?;
+            }
+            return Ok(());
+        };
+        let mut state = self.writer.lock().await;
+        let mut next = state.clone();
+        let mut applied = Vec::with_capacity(changes.len());
+        for change in changes {
+            let (kind, id) = change.target();
+            match next.apply_in_place(change) {
+                Ok(item) => applied.push((kind, id, item)),
+                Err(err) => return Err((failed(kind, &id), err)),
+            }
+        }
+        self.publish(backend, &mut state, next, applied)
+            .await
+            .map_err(|err| (None, err))
+    }
+
+    /// Builds the snapshot of `next`, persists `changes`, then makes `next` current.
+    async fn publish(
+        &self,
+        backend: &Arc<dyn Backend>,
+        state: &mut ConfigState,
+        next: ConfigState,
+        changes: Vec<(ResourceKind, String, Option<Arc<Item>>)>,
+    ) -> Result<(), StoreError> {
         let snapshot = {
             let current = self.current.load_full();
             Snapshot::build(
@@ -272,19 +319,106 @@ impl Store {
             )?
         };
         let backend = backend.clone();
-        let persisted = item.clone();
         let revision = next.revision();
         tokio::task::spawn_blocking(move || {
-            backend.commit(kind, &id, persisted.as_deref(), revision)
+            let committed: Vec<Committed<'_>> = changes
+                .iter()
+                .map(|(kind, id, item)| Committed {
+                    kind: *kind,
+                    id,
+                    item: item.as_deref(),
+                })
+                .collect();
+            backend.commit(&committed, revision)
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
         *state = next;
         self.current.store(Arc::new(snapshot));
-        Ok(item)
+        Ok(())
     }
 }
 
 fn etcd_error(err: etcd::EtcdError) -> StoreError {
     StoreError::Backend(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn put(kind: ResourceKind, id: &str, value: Value) -> Change {
+        Change::Put {
+            kind,
+            id: id.to_owned(),
+            value,
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> Store {
+        let backend = embedded::EmbeddedBackend::open(dir).expect("backend");
+        let settings = SnapshotSettings {
+            router_mode: crate::router::RouterMode::HostUri,
+        };
+        Store::open(Arc::new(backend), settings).expect("store")
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let upstream = || {
+            put(
+                ResourceKind::Upstream,
+                "u",
+                json!({"nodes": {"10.0.0.1:80": 1}}),
+            )
+        };
+
+        // The second change names an upstream that does not exist: nothing is kept.
+        let refused = store
+            .write_all(vec![
+                upstream(),
+                put(
+                    ResourceKind::Route,
+                    "r",
+                    json!({"uri": "/r", "upstream_id": "missing"}),
+                ),
+            ])
+            .await;
+        let (key, err) = refused.expect_err("refused");
+        assert_eq!(key.as_deref(), Some("/apisix/routes/r"));
+        assert!(matches!(err, StoreError::MissingReference { .. }), "{err}");
+        assert!(
+            store
+                .snapshot()
+                .state
+                .get(ResourceKind::Upstream, "u")
+                .is_none()
+        );
+
+        store
+            .write_all(vec![
+                upstream(),
+                put(
+                    ResourceKind::Route,
+                    "r",
+                    json!({"uri": "/r", "upstream_id": "u"}),
+                ),
+            ])
+            .await
+            .expect("written");
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.router.len(), 1);
+        assert_eq!(snapshot.state.revision(), 2);
+        drop(store);
+
+        let reopened = open(dir.path());
+        let state = &reopened.snapshot().state;
+        assert!(state.get(ResourceKind::Route, "r").is_some());
+        assert!(state.get(ResourceKind::Upstream, "u").is_some());
+        assert_eq!(state.revision(), 2);
+    }
 }

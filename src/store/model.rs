@@ -152,39 +152,48 @@ impl ConfigState {
     }
 
     /// Applies one change, returning the new state and the stored item (for a put).
-    /// Referential integrity is enforced here: a reference to a missing object and the removal of a
-    /// referenced object are refused with APISIX's messages.
     pub(crate) fn apply(
         &self,
         change: Change,
     ) -> Result<(ConfigState, Option<Arc<Item>>), StoreError> {
         let mut next = self.clone();
+        let item = next.apply_in_place(change)?;
+        Ok((next, item))
+    }
+
+    /// Applies one change to this state, returning the stored item (for a put). Referential
+    /// integrity is enforced here: a reference to a missing object and the removal of a referenced
+    /// object are refused with APISIX's messages, and leave the state as it was.
+    pub(crate) fn apply_in_place(
+        &mut self,
+        change: Change,
+    ) -> Result<Option<Arc<Item>>, StoreError> {
         match change {
             Change::Put { kind, id, value } => {
                 self.check_references(kind, &value)?;
-                next.revision += 1;
+                self.revision += 1;
                 let created_index = self
                     .get(kind, &id)
-                    .map_or(next.revision, |old| old.created_index);
+                    .map_or(self.revision, |old| old.created_index);
                 let item = Arc::new(Item {
                     key: item_key(kind, &id),
                     value,
                     created_index,
-                    modified_index: next.revision,
+                    modified_index: self.revision,
                 });
-                next.items.entry(kind).or_default().insert(id, item.clone());
-                Ok((next, Some(item)))
+                self.items.entry(kind).or_default().insert(id, item.clone());
+                Ok(Some(item))
             }
             Change::Delete { kind, id } => {
                 if self.get(kind, &id).is_none() {
                     return Err(StoreError::NotFound { kind, id });
                 }
                 self.check_unreferenced(kind, &id)?;
-                next.revision += 1;
-                if let Some(map) = next.items.get_mut(&kind) {
+                self.revision += 1;
+                if let Some(map) = self.items.get_mut(&kind) {
                     map.remove(&id);
                 }
-                Ok((next, None))
+                Ok(None)
             }
         }
     }

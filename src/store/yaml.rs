@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::model::{Change, ConfigState, Item, id_of};
+use super::model::{Change, ConfigState, id_of};
 use super::{Backend, Store, StoreError};
 use crate::schema::ResourceKind;
 use crate::validate::PluginCatalog;
@@ -321,9 +321,7 @@ impl Backend for FileBackend {
 
     fn commit(
         &self,
-        _kind: ResourceKind,
-        _id: &str,
-        _item: Option<&Item>,
+        _changes: &[crate::store::Committed<'_>],
         _revision: u64,
     ) -> Result<(), StoreError> {
         Err(StoreError::Backend(
