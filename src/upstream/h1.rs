@@ -373,10 +373,7 @@ impl Connection {
     fn final_head_arrived(&mut self) -> Result<bool, H1Error> {
         loop {
             let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-            let parsed = parse_response(&self.read, &mut fields).map_err(|err| {
-                self.broken = true;
-                H1Error::from(err)
-            })?;
+            let parsed = parse_response(&self.read, &mut fields, &mut self.broken)?;
             match parsed {
                 Some((len, parsed))
                     if parsed
@@ -432,10 +429,7 @@ impl Connection {
     fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, H1Error> {
         loop {
             let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-            let parsed = parse_response(&self.read, &mut fields).map_err(|err| {
-                self.broken = true;
-                H1Error::from(err)
-            })?;
+            let parsed = parse_response(&self.read, &mut fields, &mut self.broken)?;
             let Some((len, parsed)) = parsed else {
                 return Ok(None);
             };
@@ -669,16 +663,22 @@ impl Connection {
     }
 }
 
-/// Parses the response head at the front of `buf`, if it is all there.
+/// Parses the response head at the front of `buf`, if it is all there. An invalid head sets
+/// `broken`: the connection cannot be reused.
 fn parse_response<'b>(
     buf: &'b [u8],
     fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<Option<(usize, httparse::Response<'b, 'b>)>, httparse::Error> {
+    broken: &mut bool,
+) -> Result<Option<(usize, httparse::Response<'b, 'b>)>, H1Error> {
     let mut parsed = httparse::Response::new(&mut []);
     let config = httparse::ParserConfig::default();
-    match config.parse_response_with_uninit_headers(&mut parsed, buf, fields)? {
-        httparse::Status::Complete(len) => Ok(Some((len, parsed))),
-        httparse::Status::Partial => Ok(None),
+    match config.parse_response_with_uninit_headers(&mut parsed, buf, fields) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some((len, parsed))),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(err) => {
+            *broken = true;
+            Err(err.into())
+        }
     }
 }
 
@@ -707,8 +707,6 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
     use http_body::Frame;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -746,34 +744,40 @@ mod tests {
             .boxed_unsync()
     }
 
-    /// A body of unknown length that yields `pieces`, then waits forever when `hang`.
-    struct Pieces {
-        pieces: VecDeque<&'static str>,
-        hang: bool,
-    }
+    /// A body that yields what arrives on a channel, of unknown length.
+    struct Channel(tokio::sync::mpsc::Receiver<&'static str>);
 
-    impl Body for Pieces {
+    impl Body for Channel {
         type Data = Bytes;
         type Error = BoxError;
 
         fn poll_frame(
             mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            match self.pieces.pop_front() {
-                Some(p) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(p.as_bytes()))))),
-                None if self.hang => Poll::Pending,
-                None => Poll::Ready(None),
-            }
+            self.0
+                .poll_recv(cx)
+                .map(|piece| piece.map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))))
         }
     }
 
-    fn pieces(pieces: &[&'static str], hang: bool) -> OutBody {
-        Pieces {
-            pieces: pieces.iter().copied().collect(),
-            hang,
+    /// A body of unknown length that yields `pieces`, then ends, or waits for more while the
+    /// returned sender lives.
+    fn pieces(pieces: &[&'static str]) -> (OutBody, tokio::sync::mpsc::Sender<&'static str>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
+        for piece in pieces {
+            tx.try_send(*piece).expect("room for every piece");
         }
-        .boxed_unsync()
+        (Channel(rx).boxed_unsync(), tx)
+    }
+
+    /// A connection that sent `GET /`, and its peer, which answered with `response`.
+    async fn answered_get(response: &[u8]) -> (Connection, TcpStream) {
+        let (mut conn, mut peer) = pair().await;
+        conn.send(&get("/"), &mut empty()).await.expect("send");
+        received(&mut peer, 0).await;
+        peer.write_all(response).await.expect("write");
+        (conn, peer)
     }
 
     /// Reads what the peer received up to the end of a request head, plus `body` more bytes.
@@ -863,12 +867,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_response_without_a_length_runs_to_the_close_and_ends_the_connection() {
-        let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
-        received(&mut peer, 0).await;
-        peer.write_all(b"HTTP/1.0 200 OK\r\n\r\nall of it")
-            .await
-            .expect("write");
+        let (mut conn, peer) = answered_get(b"HTTP/1.0 200 OK\r\n\r\nall of it").await;
         drop(peer);
         let mut head = conn.read_head(&Method::GET).await.expect("head");
         assert!(!head.keep_alive);
@@ -904,12 +903,7 @@ mod tests {
 
     #[tokio::test]
     async fn interim_responses_are_skipped() {
-        let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
-        received(&mut peer, 0).await;
-        peer.write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
-            .await
-            .expect("write");
+        let (mut conn, _peer) = answered_get(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").await;
         let head = conn.read_head(&Method::GET).await.expect("head");
         assert_eq!(head.parts.status, StatusCode::CREATED);
         assert!(head.parts.headers.get("link").is_none());
@@ -917,22 +911,14 @@ mod tests {
 
     #[tokio::test]
     async fn ambiguous_framing_is_refused_or_not_reused() {
-        let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
-        received(&mut peer, 0).await;
-        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
-            .await
-            .expect("write");
+        let (mut conn, _peer) =
+            answered_get(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+                .await;
         let err = conn.read_head(&Method::GET).await.err().expect("refused");
         assert!(matches!(err, H1Error::Invalid("content-length")), "{err}");
         assert!(!conn.is_clean());
 
-        let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
-        received(&mut peer, 0).await;
-        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
-            .await
-            .expect("write");
+        let (mut conn, _peer) = answered_get(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n").await;
         let mut head = conn.read_head(&Method::GET).await.expect("head");
         assert!(head.parts.headers.get(header::CONTENT_LENGTH).is_none());
         assert!(!head.keep_alive);
@@ -956,12 +942,7 @@ mod tests {
         assert!(matches!(err, H1Error::HeadTooLarge), "{err}");
         drop(writer.await);
 
-        let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
-        received(&mut peer, 0).await;
-        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Le")
-            .await
-            .expect("write");
+        let (mut conn, peer) = answered_get(b"HTTP/1.1 200 OK\r\nContent-Le").await;
         drop(peer);
         let err = conn.read_head(&Method::GET).await.err().expect("cut short");
         assert!(err.is_stale_connection(), "{err}");
@@ -980,9 +961,9 @@ mod tests {
         );
 
         let (mut conn, mut peer) = pair().await;
-        conn.send(&parts, &mut pieces(&["ab", "", "cde"], false))
-            .await
-            .expect("send");
+        let (mut body, ended) = pieces(&["ab", "", "cde"]);
+        drop(ended);
+        conn.send(&parts, &mut body).await.expect("send");
         let request = received(&mut peer, 20).await;
         assert_eq!(
             request,
@@ -1021,30 +1002,12 @@ mod tests {
                 .expect("write");
             peer
         });
-        conn.send(&parts, &mut pieces(&["first"], true))
-            .await
-            .expect("send stops");
+        let (mut body, _more_to_come) = pieces(&["first"]);
+        conn.send(&parts, &mut body).await.expect("send stops");
         let head = conn.read_head(&Method::PUT).await.expect("head");
         assert_eq!(head.parts.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(!conn.is_clean(), "a request cut short is not reused");
         drop(reply.await);
-    }
-
-    /// A body that yields what arrives on a channel, of unknown length.
-    struct Channel(tokio::sync::mpsc::Receiver<&'static str>);
-
-    impl Body for Channel {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            self.0
-                .poll_recv(cx)
-                .map(|piece| piece.map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))))
-        }
     }
 
     #[tokio::test]
@@ -1055,7 +1018,6 @@ mod tests {
         parts
             .headers
             .insert(header::EXPECT, HeaderValue::from_static("100-continue"));
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
         let upstream = tokio::spawn(async move {
             // The head and the first piece, then the interim answer, then the rest of the body.
             let first = received(&mut peer, "5\r\nfirst\r\n".len()).await;
@@ -1068,8 +1030,7 @@ mod tests {
                 .expect("write");
             (first, rest, peer)
         });
-        tx.send("first").await.expect("queued");
-        let mut body = Channel(rx).boxed_unsync();
+        let (mut body, tx) = pieces(&["first"]);
         let feeding = async {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             tx.send("last").await.expect("queued");
