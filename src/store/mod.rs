@@ -261,9 +261,8 @@ impl Store {
         state: &mut ConfigState,
         change: Change,
     ) -> Result<Option<Arc<Item>>, StoreError> {
-        let mut next = state.clone();
         let (kind, id) = change.target();
-        let item = next.apply_in_place(change)?;
+        let (next, item) = state.apply(change)?;
         self.publish(backend, state, next, vec![(kind, id, item.clone())])
             .await?;
         Ok(item)

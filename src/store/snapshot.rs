@@ -184,82 +184,81 @@ impl Snapshot {
             }
             let id = item.id();
             let service_id = value.get("service_id").and_then(id_of);
-            let referenced = |kind, of: Option<&Arc<Item>>, field: &str| {
-                of.and_then(|item| item.value.get(field))
-                    .and_then(id_of)
-                    .and_then(|ref_id| state.get(kind, &ref_id).cloned())
-            };
-            let service_item = referenced(ResourceKind::Service, Some(item), "service_id");
-            let sources = [
-                Some(item.clone()),
-                referenced(ResourceKind::PluginConfig, Some(item), "plugin_config_id"),
-                referenced(ResourceKind::Upstream, Some(item), "upstream_id"),
-                referenced(ResourceKind::Upstream, service_item.as_ref(), "upstream_id"),
-                service_item,
-            ];
-            if let Some(kept) = reusable
-                .and_then(|r| r.routes.get(id))
-                .filter(|kept| same_sources(&kept.sources, &sources))
-            {
-                routes.push((kept.spec.clone(), kept.entry.clone()));
-                compiled_routes.insert(
-                    id.to_owned(),
-                    CompiledRoute {
-                        sources,
-                        spec: kept.spec.clone(),
-                        entry: kept.entry.clone(),
-                    },
-                );
-                continue;
-            }
-            let service = service_id.as_ref().and_then(|s| services.get(s));
-            let upstream = match resolve(ResourceKind::Route, id, value)? {
-                Some(upstream) => Some(upstream),
-                None => service.and_then(|s| s.upstream.clone()),
-            };
-            let base = upstream
+            let service_item = service_id
                 .as_ref()
-                .map_or_else(Timeouts::default, |u| u.timeouts);
-            let timeouts = value
-                .get("timeout")
-                .map_or(base, |t| Timeouts::from_json(t, base));
-            let mut hosts = one_or_many(value, "host", "hosts");
-            if hosts.is_empty() {
-                hosts = service.map(|s| s.hosts.clone()).unwrap_or_default();
-            }
-            let spec = Arc::new(RouteSpec {
-                uris: one_or_many(value, "uri", "uris"),
-                hosts,
-                methods: strings(value.get("methods")),
-                remote_addrs: one_or_many(value, "remote_addr", "remote_addrs"),
-                vars: value.get("vars").cloned(),
-                priority: value.get("priority").and_then(Value::as_i64).unwrap_or(0),
-            });
+                .and_then(|s| state.get(ResourceKind::Service, s))
+                .cloned();
             let plugin_config = value
                 .get("plugin_config_id")
                 .and_then(id_of)
-                .and_then(|pc| state.get(ResourceKind::PluginConfig, &pc));
-            let plugins = merge_plugins(&[
-                service.and_then(|s| s.plugins.as_ref()),
-                plugin_config.and_then(|pc| pc.value.get("plugins")),
-                value.get("plugins"),
-            ]);
-            let plugins_version = combine_versions(&[
-                item.modified_index,
-                service.map_or(0, |s| s.version),
-                plugin_config.map_or(0, |pc| pc.modified_index),
-            ]);
-            let entry = RouteEntry {
-                id: id.to_owned(),
-                name: value.get("name").and_then(Value::as_str).map(str::to_owned),
-                service_id,
-                value: value.clone(),
-                plugins,
-                plugins_version,
-                upstream,
-                timeouts,
+                .and_then(|pc| state.get(ResourceKind::PluginConfig, &pc))
+                .cloned();
+            let upstream_of = |of: Option<&Arc<Item>>| {
+                of.and_then(|item| item.value.get("upstream_id"))
+                    .and_then(id_of)
+                    .and_then(|uid| state.get(ResourceKind::Upstream, &uid).cloned())
             };
-            let entry = Arc::new(entry);
+            let sources = [
+                Some(item.clone()),
+                plugin_config.clone(),
+                upstream_of(Some(item)),
+                upstream_of(service_item.as_ref()),
+                service_item,
+            ];
+            let kept = reusable
+                .and_then(|r| r.routes.get(id))
+                .filter(|kept| same_sources(&kept.sources, &sources));
+            let (spec, entry) = match kept {
+                Some(kept) => (kept.spec.clone(), kept.entry.clone()),
+                None => {
+                    let service = service_id.as_ref().and_then(|s| services.get(s));
+                    let upstream = match resolve(ResourceKind::Route, id, value)? {
+                        Some(upstream) => Some(upstream),
+                        None => service.and_then(|s| s.upstream.clone()),
+                    };
+                    let base = upstream
+                        .as_ref()
+                        .map_or_else(Timeouts::default, |u| u.timeouts);
+                    let timeouts = value
+                        .get("timeout")
+                        .map_or(base, |t| Timeouts::from_json(t, base));
+                    let mut hosts = one_or_many(value, "host", "hosts");
+                    if hosts.is_empty() {
+                        hosts = service.map(|s| s.hosts.clone()).unwrap_or_default();
+                    }
+                    let spec = RouteSpec {
+                        uris: one_or_many(value, "uri", "uris"),
+                        hosts,
+                        methods: strings(value.get("methods")),
+                        remote_addrs: one_or_many(value, "remote_addr", "remote_addrs"),
+                        vars: value.get("vars").cloned(),
+                        priority: value.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                    };
+                    let plugins = merge_plugins(&[
+                        service.and_then(|s| s.plugins.as_ref()),
+                        plugin_config
+                            .as_ref()
+                            .and_then(|pc| pc.value.get("plugins")),
+                        value.get("plugins"),
+                    ]);
+                    let plugins_version = combine_versions(&[
+                        item.modified_index,
+                        service.map_or(0, |s| s.version),
+                        plugin_config.as_ref().map_or(0, |pc| pc.modified_index),
+                    ]);
+                    let entry = RouteEntry {
+                        id: id.to_owned(),
+                        name: value.get("name").and_then(Value::as_str).map(str::to_owned),
+                        service_id,
+                        value: value.clone(),
+                        plugins,
+                        plugins_version,
+                        upstream,
+                        timeouts,
+                    };
+                    (Arc::new(spec), Arc::new(entry))
+                }
+            };
             routes.push((spec.clone(), entry.clone()));
             compiled_routes.insert(
                 id.to_owned(),

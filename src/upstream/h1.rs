@@ -194,7 +194,7 @@ impl Connection {
     /// Whether an idle connection can carry another request: the upstream has not closed it, and
     /// sent nothing unasked. Costs no system call while the socket has nothing to read.
     pub(crate) fn is_reusable(&mut self) -> bool {
-        if self.broken || self.eof || !self.read.is_empty() {
+        if !self.is_clean() {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
