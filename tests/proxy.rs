@@ -39,6 +39,7 @@ async fn forwards_method_path_query_headers_and_body() {
     assert_eq!(got["headers"]["x-real-ip"], "127.0.0.1");
     assert_eq!(got["headers"]["x-forwarded-for"], "127.0.0.1");
     assert_eq!(got["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(got["headers"]["x-forwarded-host"], "127.0.0.1");
     assert_eq!(
         got["headers"]["x-forwarded-port"],
         gw.http.port().to_string()
@@ -229,14 +230,17 @@ async fn pass_host_node_and_rewrite() {
         json!({"uri": "/rewrite", "upstream": {"pass_host": "rewrite", "upstream_host": "api.internal", "nodes": {up.node(): 1}}}),
     )
     .await;
-    assert_eq!(
-        echo(gw.get("/node").await).await["headers"]["host"],
-        up.node()
-    );
-    assert_eq!(
-        echo(gw.get("/rewrite").await).await["headers"]["host"],
-        "api.internal"
-    );
+    for (path, host) in [
+        ("/node", up.node()),
+        ("/rewrite", "api.internal".to_owned()),
+    ] {
+        let got = echo(gw.get(path).await).await;
+        assert_eq!(got["headers"]["host"], host);
+        assert_eq!(
+            got["headers"]["x-forwarded-host"], "127.0.0.1",
+            "X-Forwarded-Host keeps the client's host"
+        );
+    }
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use crate::plugin::{Arrival, Phase, PluginError, PluginHost, ReqBody, RequestSta
 use crate::router::{MatchInput, Vars};
 use crate::store::{RouteEntry, Store};
 use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
-use crate::upstream::{HashOn, Node, Upstream};
+use crate::upstream::{HashOn, Node, PassHost, Upstream};
 
 /// What every worker shares to serve requests.
 pub(crate) struct DataPlane {
@@ -134,7 +134,14 @@ async fn serve(
         return (error_page(StatusCode::BAD_REQUEST), None, None);
     }
     let snapshot = dp.store.snapshot();
-    let host_with_port = parts_host(&parts).map(str::to_ascii_lowercase);
+    // Lower-cased only when it has to be: the usual Host header is already.
+    let host_with_port = parts_host(&parts).map(|h| {
+        if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(h.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(h)
+        }
+    });
     // nginx's `$host`: no port, and no trailing dot of a fully qualified name.
     let host = host_with_port
         .as_deref()
@@ -190,10 +197,7 @@ async fn serve(
             route.clone(),
             dp.max_body,
         ));
-        // Boxed, in a statement of its own: the request-side phases' futures would otherwise be
-        // part of every request's future, plain requests included.
-        let plugins = Box::pin(plugins_before_proxy(dp, host, state));
-        match plugins.await {
+        match plugins_before_proxy(dp, host, state).await {
             Ok((run, outbound)) => {
                 plugin_run = Some(run);
                 outbound
@@ -247,11 +251,7 @@ fn attempt_order(upstream: &Upstream, vars: &RequestVars<'_>) -> Vec<Node> {
         .balancer
         .hash_on()
         .and_then(|on| hash_key(on, vars));
-    upstream
-        .attempt_order(hash_key.as_deref().map(str::as_bytes))
-        .into_iter()
-        .cloned()
-        .collect()
+    upstream.attempt_order(hash_key.as_deref().map(str::as_bytes))
 }
 
 fn limit_body<B>(dp: &DataPlane, body: B) -> OutBody
@@ -277,45 +277,86 @@ async fn plugins_before_proxy(
     host: &PluginHost,
     state: Rc<RequestState>,
 ) -> Result<(PluginRun, Outbound), Response<ProxyBody>> {
-    let route = &state.route;
+    let run = start_plugins(host, state).map_err(error_page)?;
+    // Most chains have no request-side phase at all (a header or a log plugin): they need no
+    // future of their own.
+    if !(run.chain.has(Phase::Rewrite)
+        || run.chain.has(Phase::Access)
+        || run.chain.has(Phase::BeforeProxy))
+    {
+        let Some((upstream, attempts)) = pick_nodes(&run) else {
+            return Err(without_upstream(run));
+        };
+        return Ok(plugin_outbound(dp, run, upstream, attempts));
+    }
+    // Boxed, in a statement of its own: the phases' futures would otherwise be part of every
+    // request's future, plain requests included.
+    let phases = Box::pin(request_phases(run));
+    let (run, upstream, attempts) = phases.await?;
+    Ok(plugin_outbound(dp, run, upstream, attempts))
+}
+
+/// The request's plugin run: its worker's VM and the route's chain on it. A failure is logged and
+/// answered with the status it gives.
+fn start_plugins(host: &PluginHost, state: Rc<RequestState>) -> Result<PluginRun, StatusCode> {
     let failed = |err: PluginError| {
-        tracing::error!(route_id = %route.id, error = %err, "plugin failed");
-        error_page(status_for(&err))
+        tracing::error!(route_id = %state.route.id, error = %err, "plugin failed");
+        status_for(&err)
     };
     let vm = host.worker_vm().map_err(failed)?;
-    let chain = vm.chain(&state.snapshot, route).map_err(failed)?;
-    let conn = state.conn;
-    let route = route.clone();
-    let mut run = PluginRun {
+    let chain = vm.chain(&state.snapshot, &state.route).map_err(failed)?;
+    Ok(PluginRun {
         vm,
         chain,
         ctx: None,
         state,
-    };
-    // Most chains have no request-side phase at all (a header or a log plugin): they skip the
-    // phase futures.
-    if run.chain.has(Phase::Rewrite) || run.chain.has(Phase::Access) {
-        match run.rewrite_and_access().await {
-            Ok(false) => {}
-            Ok(true) => return Err(run.exit_response()),
-            Err(err) => return Err(run.error_response(err)),
-        }
+    })
+}
+
+/// rewrite and access, the node pick, then before_proxy.
+async fn request_phases(
+    mut run: PluginRun,
+) -> Result<(PluginRun, Arc<Upstream>, Vec<Node>), Response<ProxyBody>> {
+    match run.rewrite_and_access().await {
+        Ok(false) => {}
+        Ok(true) => return Err(run.exit_response()),
+        Err(err) => return Err(run.error_response(err)),
     }
-    let Some(upstream) = route.upstream.clone() else {
-        return Err(run.finish(no_upstream(&route)));
+    let Some((upstream, attempts)) = pick_nodes(&run) else {
+        return Err(without_upstream(run));
     };
+    match run.phase(Phase::BeforeProxy).await {
+        Ok(false) => Ok((run, upstream, attempts)),
+        Ok(true) => Err(run.exit_response()),
+        Err(err) => Err(run.error_response(err)),
+    }
+}
+
+/// The route's upstream and the nodes to try, for the request as the plugins left it; `None` when
+/// the route has no upstream.
+fn pick_nodes(run: &PluginRun) -> Option<(Arc<Upstream>, Vec<Node>)> {
+    let upstream = run.state.route.upstream.clone()?;
     let attempts = {
         let parts = run.state.parts.borrow();
         let path = run.state.path.borrow();
-        attempt_order(&upstream, &RequestVars::new(&parts, &path, conn))
+        attempt_order(&upstream, &RequestVars::new(&parts, &path, run.state.conn))
     };
-    if run.chain.has(Phase::BeforeProxy) {
-        match run.phase(Phase::BeforeProxy).await {
-            Ok(false) => {}
-            Ok(true) => return Err(run.exit_response()),
-            Err(err) => return Err(run.error_response(err)),
-        }
-    }
+    Some((upstream, attempts))
+}
+
+/// The answer for a route without an upstream, after the response-side phases.
+fn without_upstream(run: PluginRun) -> Response<ProxyBody> {
+    let response = no_upstream(&run.state.route);
+    run.finish(response)
+}
+
+/// Takes the request, as the plugins left it, out of the run for forwarding.
+fn plugin_outbound(
+    dp: &DataPlane,
+    run: PluginRun,
+    upstream: Arc<Upstream>,
+    attempts: Vec<Node>,
+) -> (PluginRun, Outbound) {
     let (parts, body) = run.take_request();
     let uri = match run.state.vars.borrow().get("upstream_uri") {
         Some(upstream_uri) => {
@@ -338,7 +379,7 @@ async fn plugins_before_proxy(
         attempts,
         host_override,
     };
-    Ok((run, forwarding))
+    (run, forwarding)
 }
 
 /// A request ready to go upstream.
@@ -381,6 +422,17 @@ async fn forward(
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers;
     strip_hop_by_hop(request.headers_mut());
+    let mut node = first;
+    // Host first: `insert` makes room before it looks for the name, so replacing Host in a full map
+    // would grow it. Then room for the five forwarding headers in one step, if they need it.
+    set_host(
+        request.headers_mut(),
+        &upstream,
+        node,
+        client_host.as_deref(),
+        host_override.as_deref(),
+    );
+    request.headers_mut().reserve(5);
     add_forwarded_headers(request.headers_mut(), conn, peer, client_host.as_deref());
     let options = CallOptions {
         connect_timeout: route.timeouts.connect,
@@ -389,17 +441,8 @@ async fn forward(
         keepalive: Some(upstream.keepalive),
     };
     let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
-    let mut node = first;
     let mut tried = 0usize;
     loop {
-        match &host_override {
-            Some(host) => {
-                if let Ok(value) = HeaderValue::from_str(host) {
-                    request.headers_mut().insert(header::HOST, value);
-                }
-            }
-            None => set_host(&mut request, &upstream, node, client_host.as_deref()),
-        }
         let endpoint = Endpoint {
             scheme: upstream.scheme,
             host: node.host.clone(),
@@ -423,6 +466,13 @@ async fn forward(
                         tracing::warn!(route_id = %route.id, upstream = %node.authority(), error = %err, "upstream failed, trying next node");
                         request = req;
                         node = next_node;
+                        set_host(
+                            request.headers_mut(),
+                            &upstream,
+                            node,
+                            client_host.as_deref(),
+                            host_override.as_deref(),
+                        );
                     }
                     _ => {
                         let status = status_for(&err);
@@ -459,16 +509,36 @@ fn upstream_uri(path: &str, client: &Uri) -> Uri {
     Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-fn set_host<B>(req: &mut Request<B>, upstream: &Upstream, node: &Node, client_host: Option<&str>) {
+/// The Host the upstream gets: a plugin's (`ctx.var.upstream_host`), else what `pass_host` says.
+fn set_host(
+    headers: &mut http::HeaderMap,
+    upstream: &Upstream,
+    node: &Node,
+    client_host: Option<&str>,
+    plugin_host: Option<&str>,
+) {
+    if let Some(host) = plugin_host {
+        if let Ok(value) = HeaderValue::from_str(host) {
+            headers.insert(header::HOST, value);
+        }
+        return;
+    }
+    // `pass_host: pass` with the client's own Host header: it stays as it is.
+    if matches!(upstream.pass_host, PassHost::Pass)
+        && let (Some(client), Some(current)) = (client_host, headers.get(header::HOST))
+        && current.as_bytes() == client.as_bytes()
+    {
+        return;
+    }
     match upstream
         .host_header(node, client_host)
         .and_then(|h| HeaderValue::from_str(&h).ok())
     {
         Some(value) => {
-            req.headers_mut().insert(header::HOST, value);
+            headers.insert(header::HOST, value);
         }
         None => {
-            req.headers_mut().remove(header::HOST);
+            headers.remove(header::HOST);
         }
     }
 }
@@ -541,10 +611,18 @@ fn parts_host(parts: &http::request::Parts) -> Option<&str> {
 }
 
 fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    // Byte searches: the separators are ASCII, and `str`'s char searchers cost tenfold here.
+    let bytes = host.as_bytes();
+    if bytes.first() == Some(&b'[') {
+        return bytes
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(host, |end| &host[1..end]);
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+    bytes
+        .iter()
+        .rposition(|&b| b == b':')
+        .map_or(host, |colon| &host[..colon])
 }
 
 fn hash_key(on: &HashOn, vars: &RequestVars<'_>) -> Option<String> {

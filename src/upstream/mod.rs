@@ -233,12 +233,16 @@ impl Upstream {
 
     /// The nodes to try for one request, in order: the balancer's pick first, then the other nodes of
     /// the same priority, then lower priorities (APISIX tries lower priorities only after failures).
-    pub(crate) fn attempt_order(&self, hash_key: Option<&[u8]>) -> Vec<&Node> {
+    pub(crate) fn attempt_order(&self, hash_key: Option<&[u8]>) -> Vec<Node> {
         let Some(first) = self.balancer.pick(hash_key) else {
             return Vec::new();
         };
-        let mut order = Vec::with_capacity(self.retries + 1);
-        order.push(&self.nodes[first]);
+        let others = self.retries.min(self.nodes.len() - 1);
+        let mut order = Vec::with_capacity(1 + others);
+        order.push(self.nodes[first].clone());
+        if others == 0 {
+            return order;
+        }
         let mut rest: Vec<(usize, &Node)> = self
             .nodes
             .iter()
@@ -252,7 +256,7 @@ impl Upstream {
                 (*i + self.nodes.len() - first) % self.nodes.len(),
             )
         });
-        order.extend(rest.into_iter().map(|(_, n)| n).take(self.retries));
+        order.extend(rest.into_iter().map(|(_, n)| n.clone()).take(self.retries));
         order
     }
 
