@@ -364,7 +364,7 @@ impl CompiledRoutes {
             route: *m.value,
             ext: m.ext,
             params: m.params,
-            matched_uri: m.matched_uri,
+            matched_uri: m.matched_uri.to_string(),
         })
     }
 }

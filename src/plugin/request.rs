@@ -5,7 +5,6 @@
 //! functions read it with [`with_current`]; no per-request Lua userdata or scope is created.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -15,6 +14,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use hyper::body::Incoming;
+use rustc_hash::FxHashMap;
 
 use super::Phase;
 use crate::proxy::{ConnInfo, Matched};
@@ -58,7 +58,7 @@ pub(crate) struct RequestState {
     pub(crate) body: RefCell<ReqBody>,
     pub(crate) resp: RefCell<RespState>,
     /// Variables set by plugins (`ctx.var.upstream_uri = ...`).
-    pub(crate) vars: RefCell<HashMap<String, String>>,
+    pub(crate) vars: RefCell<FxHashMap<String, String>>,
     pub(crate) phase: Cell<Phase>,
     /// `ngx.ctx`, created on first use.
     pub(crate) ngx_ctx: RefCell<Option<mlua::Table>>,
@@ -105,7 +105,7 @@ impl RequestState {
             path: RefCell::new(path),
             body: RefCell::new(ReqBody::Stream(body)),
             resp: RefCell::new(RespState::default()),
-            vars: RefCell::new(HashMap::new()),
+            vars: RefCell::new(FxHashMap::default()),
             phase: Cell::new(Phase::Rewrite),
             ngx_ctx: RefCell::new(None),
             start_time,

@@ -235,7 +235,7 @@ async fn serve(
 pub(crate) struct Matched {
     pub(crate) ext: Option<String>,
     pub(crate) params: Vec<(String, String)>,
-    pub(crate) uri: String,
+    pub(crate) uri: Arc<str>,
 }
 
 fn no_upstream(route: &RouteEntry) -> Response<ProxyBody> {

@@ -106,7 +106,7 @@ pub(crate) struct RouteMatch<'r, T> {
     /// `:name` segments (parameter mode only) and `*name` captures, in uri order.
     pub(crate) params: Vec<(String, String)>,
     /// The uri pattern that matched (APISIX `_path`).
-    pub(crate) matched_uri: String,
+    pub(crate) matched_uri: std::sync::Arc<str>,
 }
 
 /// Why a set of routes could not be compiled. `route` is the index in the list given to
@@ -273,7 +273,7 @@ impl<T> Router<T> {
                 value: &route.value,
                 ext,
                 params,
-                matched_uri: uri.raw.to_string(),
+                matched_uri: uri.raw.clone(),
             })
         })
     }
@@ -439,7 +439,8 @@ impl HostPattern {
 
 /// One uri of a route.
 struct UriPattern {
-    raw: Box<str>,
+    /// Shared with each match's `matched_uri`.
+    raw: std::sync::Arc<str>,
     kind: UriKind,
 }
 
@@ -620,7 +621,7 @@ impl PathIndex {
                 continue;
             };
             let list = match uri.kind {
-                UriKind::Exact => self.exact.entry(uri.raw.clone()).or_default(),
+                UriKind::Exact => self.exact.entry(Box::from(&*uri.raw)).or_default(),
                 UriKind::Prefix { prefix_len, .. } => {
                     self.prefix.value_mut(uri.raw.bytes().take(prefix_len))
                 }

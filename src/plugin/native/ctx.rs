@@ -567,7 +567,7 @@ pub(crate) fn register(
             let state = current()?;
             let matched = &state.matched;
             let t = lua.create_table()?;
-            t.raw_set("_path", matched.uri.as_str())?;
+            t.raw_set("_path", &*matched.uri)?;
             if let Some(ext) = &matched.ext {
                 t.raw_set(":ext", ext.as_str())?;
             }
