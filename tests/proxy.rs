@@ -156,9 +156,20 @@ async fn retries_move_to_the_next_node_when_one_is_down() {
         json!({"uri": "/r", "upstream": {"type": "roundrobin", "nodes": {up.node(): 1, format!("127.0.0.1:{dead_port}"): 1}}}),
     )
     .await;
+    gw.put(
+        "/routes/2",
+        json!({"uri": "/n", "upstream": {"type": "roundrobin", "pass_host": "node", "nodes": {up.node(): 1, format!("127.0.0.1:{dead_port}"): 1}}}),
+    )
+    .await;
     for _ in 0..6 {
         let got = echo(gw.get("/r").await).await;
         assert_eq!(got["upstream"], "alive");
+        let got = echo(gw.get("/n").await).await;
+        assert_eq!(
+            got["headers"]["host"],
+            up.node(),
+            "a retried request carries the Host of the node that answers"
+        );
     }
 }
 

@@ -422,16 +422,19 @@ async fn forward(
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers;
     strip_hop_by_hop(request.headers_mut());
+    let set_host_for = |headers: &mut http::HeaderMap, node: &Node| {
+        set_host(
+            headers,
+            &upstream,
+            node,
+            client_host.as_deref(),
+            host_override.as_deref(),
+        );
+    };
     let mut node = first;
     // Host first: `insert` makes room before it looks for the name, so replacing Host in a full map
     // would grow it. Then room for the five forwarding headers in one step, if they need it.
-    set_host(
-        request.headers_mut(),
-        &upstream,
-        node,
-        client_host.as_deref(),
-        host_override.as_deref(),
-    );
+    set_host_for(request.headers_mut(), node);
     request.headers_mut().reserve(5);
     add_forwarded_headers(request.headers_mut(), conn, peer, client_host.as_deref());
     let options = CallOptions {
@@ -466,13 +469,7 @@ async fn forward(
                         tracing::warn!(route_id = %route.id, upstream = %node.authority(), error = %err, "upstream failed, trying next node");
                         request = req;
                         node = next_node;
-                        set_host(
-                            request.headers_mut(),
-                            &upstream,
-                            node,
-                            client_host.as_deref(),
-                            host_override.as_deref(),
-                        );
+                        set_host_for(request.headers_mut(), node);
                     }
                     _ => {
                         let status = status_for(&err);
