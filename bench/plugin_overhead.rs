@@ -3,8 +3,9 @@
 //! The ratio is the median of each round's plugin/plain ratio: a round pairs two neighbouring
 //! measurements, so a slow spell of a shared machine weighs on both.
 //!
-//! Run with `cargo bench --bench plugin_overhead`. Prints requests per second for both routes and the
-//! ratio; the target is a plugin route at ≥ 0.90× the plain route.
+//! Run with `cargo bench --bench plugin_overhead`. Prints requests per second for both routes, the
+//! ratio and how far single rounds spread; the target is a plugin route at ≥ 0.90× the plain route.
+//! It also prints the gateway worker's CPU time per request on each route (Linux schedstat).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -59,7 +60,42 @@ async fn origin() -> SocketAddr {
     addr
 }
 
-async fn load(url: &str, duration: Duration) -> f64 {
+/// What one round of load on one route gave.
+struct Round {
+    per_second: f64,
+    /// The gateway worker's CPU time per request, when the system shows it.
+    cpu_us: Option<f64>,
+}
+
+/// Nanoseconds the gateway's worker thread has spent on a CPU (Linux schedstat). The bench runs
+/// one worker, so the thread named after it is the one that serves both routes.
+fn worker_cpu_ns() -> Option<u64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        if comm.starts_with("moongate-worke") {
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            return stat.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+async fn measure(url: &str, duration: Duration) -> Round {
+    let before = worker_cpu_ns();
+    let requests = load(url, duration).await;
+    let cpu_us = before
+        .zip(worker_cpu_ns())
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1000.0 / requests.max(1) as f64);
+    Round {
+        per_second: requests as f64 / duration.as_secs_f64(),
+        cpu_us,
+    }
+}
+
+/// Sends requests on `CONNECTIONS` keep-alive connections for `duration`; returns how many were
+/// answered.
+async fn load(url: &str, duration: Duration) -> u64 {
     let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
     let uri: hyper::Uri = url.parse().expect("uri");
@@ -93,7 +129,7 @@ async fn load(url: &str, duration: Duration) -> f64 {
         0,
         "requests failed during the bench"
     );
-    done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+    done.load(Ordering::Relaxed)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -147,17 +183,35 @@ fn main() {
         load(&plain_url, Duration::from_millis(500)).await;
         load(&plugin_url, Duration::from_millis(500)).await;
         let (mut plain, mut plugin, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain_cpu, mut plugin_cpu, mut cpu_ratios) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            let p = load(&plain_url, ROUND).await;
-            let q = load(&plugin_url, ROUND).await;
-            plain.push(p);
-            plugin.push(q);
-            ratios.push(q / p);
+            let p = measure(&plain_url, ROUND).await;
+            let q = measure(&plugin_url, ROUND).await;
+            plain.push(p.per_second);
+            plugin.push(q.per_second);
+            ratios.push(q.per_second / p.per_second);
+            if let (Some(a), Some(b)) = (p.cpu_us, q.cpu_us) {
+                plain_cpu.push(a);
+                plugin_cpu.push(b);
+                cpu_ratios.push(a / b);
+            }
         }
+        let spread = {
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{low:.3}..{high:.3}")
+        };
         let (p, q) = (median(plain), median(plugin));
         eprintln!("plain route:            {p:>10.0} req/s (median of {ROUNDS} x {ROUND:?}, {CONNECTIONS} connections)");
         eprintln!("route + 1 Lua plugin:   {q:>10.0} req/s");
         eprintln!("ratio plugin/plain:     {:>10.3}  (median of the rounds' ratios; target >= 0.90)", median(ratios));
+        eprintln!("rounds' ratios:         {spread:>10}  (lowest..highest: how much one round moves)");
+        // The gateway's own CPU per request moves less with the machine than requests per second:
+        // plain/plugin is the throughput ratio the gateway would have if it alone limited it.
+        if !cpu_ratios.is_empty() {
+            let (a, b) = (median(plain_cpu), median(plugin_cpu));
+            eprintln!("gateway CPU per request: plain {a:.2} us, plugin {b:.2} us (+{:.2} us); plain/plugin {:.3} (median of the rounds)", b - a, median(cpu_ratios));
+        }
         handle.shutdown();
         handle.wait().await;
     });
