@@ -206,8 +206,8 @@ fn main() {
         eprintln!("route + 1 Lua plugin:   {q:>10.0} req/s");
         eprintln!("ratio plugin/plain:     {:>10.3}  (median of the rounds' ratios; target >= 0.90)", median(ratios));
         eprintln!("rounds' ratios:         {spread:>10}  (lowest..highest: how much one round moves)");
-        // The gateway's own CPU per request moves less with the machine than requests per second:
-        // plain/plugin is the throughput ratio the gateway would have if it alone limited it.
+        // plain/plugin of the worker's CPU per request is the throughput ratio a gateway limited by
+        // its own CPU would have; the in-process client and origin still disturb it.
         if !cpu_ratios.is_empty() {
             let (a, b) = (median(plain_cpu), median(plugin_cpu));
             eprintln!("gateway CPU per request: plain {a:.2} us, plugin {b:.2} us (+{:.2} us); plain/plugin {:.3} (median of the rounds)", b - a, median(cpu_ratios));
