@@ -160,10 +160,9 @@ impl Store {
     /// current snapshot stays.
     pub(crate) async fn replace(&self, next: ConfigState) -> Result<u64, StoreError> {
         let mut state = self.writer.lock().await;
-        let current = self.current.load_full();
-        let generation = current.generation + 1;
         let revision = next.revision();
-        let snapshot = Snapshot::build(next.clone(), generation, &self.settings, Some(&current))?;
+        let snapshot = self.next_snapshot(&next)?;
+        let generation = snapshot.generation;
         *state = next;
         self.current.store(Arc::new(snapshot));
         self.applied.send_modify(|r| *r = (*r).max(revision));
@@ -175,10 +174,8 @@ impl Store {
     pub(crate) async fn apply_synced(&self, changes: Vec<Synced>, revision: u64) {
         let mut state = self.writer.lock().await;
         if !changes.is_empty() {
-            let current = self.current.load_full();
-            let generation = current.generation + 1;
             let next = state.with_synced(&changes, revision);
-            match Snapshot::build(next.clone(), generation, &self.settings, Some(&current)) {
+            match self.next_snapshot(&next) {
                 Ok(snapshot) => {
                     *state = next;
                     self.current.store(Arc::new(snapshot));
@@ -186,13 +183,7 @@ impl Store {
                 Err(_) => {
                     for change in changes {
                         let next = state.with_synced(std::slice::from_ref(&change), revision);
-                        let previous = self.current.load_full();
-                        match Snapshot::build(
-                            next.clone(),
-                            generation,
-                            &self.settings,
-                            Some(&previous),
-                        ) {
+                        match self.next_snapshot(&next) {
                             Ok(snapshot) => {
                                 *state = next;
                                 self.current.store(Arc::new(snapshot));
@@ -300,6 +291,18 @@ impl Store {
             .map_err(|err| (None, err))
     }
 
+    /// The snapshot of `next`, one generation after the current one, reusing what it compiled for
+    /// the objects that did not change. Callers hold the writer lock.
+    fn next_snapshot(&self, next: &ConfigState) -> Result<Snapshot, StoreError> {
+        let current = self.current.load_full();
+        Snapshot::build(
+            next.clone(),
+            current.generation + 1,
+            &self.settings,
+            Some(&current),
+        )
+    }
+
     /// Builds the snapshot of `next`, persists `changes`, then makes `next` current.
     async fn publish(
         &self,
@@ -308,15 +311,7 @@ impl Store {
         next: ConfigState,
         changes: Vec<(ResourceKind, String, Option<Arc<Item>>)>,
     ) -> Result<(), StoreError> {
-        let snapshot = {
-            let current = self.current.load_full();
-            Snapshot::build(
-                next.clone(),
-                current.generation + 1,
-                &self.settings,
-                Some(&current),
-            )?
-        };
+        let snapshot = self.next_snapshot(&next)?;
         let backend = backend.clone();
         let revision = next.revision();
         tokio::task::spawn_blocking(move || {
@@ -362,6 +357,45 @@ mod tests {
             router_mode: crate::router::RouterMode::HostUri,
         };
         Store::open(Arc::new(backend), settings).expect("store")
+    }
+
+    #[tokio::test]
+    async fn each_snapshot_published_from_a_refused_etcd_batch_has_its_own_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let start = store.snapshot().generation;
+        let upstream = |id: &str, value: Value| {
+            Synced::Put(
+                ResourceKind::Upstream,
+                Item {
+                    key: model::item_key(ResourceKind::Upstream, id),
+                    value,
+                    created_index: 1,
+                    modified_index: 1,
+                },
+            )
+        };
+        // The batch cannot be compiled whole: each change is published alone, and the bad one left
+        // out. Caches keyed on the generation (the consumer lists plugins read) must see each
+        // published snapshot as new.
+        store
+            .apply_synced(
+                vec![
+                    upstream(
+                        "bad",
+                        json!({"scheme": "gopher", "nodes": {"10.0.0.3:80": 1}}),
+                    ),
+                    upstream("a", json!({"nodes": {"10.0.0.1:80": 1}})),
+                    upstream("b", json!({"nodes": {"10.0.0.2:80": 1}})),
+                ],
+                1,
+            )
+            .await;
+        let snapshot = store.snapshot();
+        assert!(snapshot.state.get(ResourceKind::Upstream, "bad").is_none());
+        assert!(snapshot.state.get(ResourceKind::Upstream, "a").is_some());
+        assert!(snapshot.state.get(ResourceKind::Upstream, "b").is_some());
+        assert_eq!(snapshot.generation, start + 2);
     }
 
     #[tokio::test]
