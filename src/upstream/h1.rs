@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, request, response};
 use http_body::Body;
@@ -375,12 +375,8 @@ impl Connection {
             let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             let parsed = parse_response(&self.read, &mut fields, &mut self.broken)?;
             match parsed {
-                Some((len, parsed))
-                    if parsed
-                        .code
-                        .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
-                {
-                    let _ = self.read.split_to(len);
+                Some((len, parsed)) if parsed.code.is_some_and(is_interim) => {
+                    self.read.advance(len);
                 }
                 Some(_) => return Ok(true),
                 None => return Ok(self.read.len() >= MAX_HEAD),
@@ -453,11 +449,11 @@ impl Connection {
                 })
                 .collect();
             let bytes = self.read.split_to(len).freeze();
-            if (100..200).contains(&code) {
-                if code == 101 {
-                    self.broken = true;
-                    return Err(H1Error::Invalid("unexpected 101 Switching Protocols"));
-                }
+            if code == 101 {
+                self.broken = true;
+                return Err(H1Error::Invalid("unexpected 101 Switching Protocols"));
+            }
+            if is_interim(code) {
                 continue;
             }
             let status = StatusCode::from_u16(code).map_err(|_| self.invalid("status code"))?;
@@ -661,6 +657,12 @@ impl Connection {
             _ => Poll::Ready(Ok(())),
         }
     }
+}
+
+/// An interim (1xx) response, skipped on the way to the final one. 101 is not: it would switch
+/// the connection's protocol.
+fn is_interim(code: u16) -> bool {
+    (100..200).contains(&code) && code != 101
 }
 
 /// Parses the response head at the front of `buf`, if it is all there. An invalid head sets
