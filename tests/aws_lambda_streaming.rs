@@ -245,6 +245,8 @@ async fn a_streamed_body_over_max_req_body_size_is_413() {
     // Found too large while streaming.
     let resp = post_chunked(4).await.expect("send");
     assert_eq!(resp.status(), 413);
+    // The rest of the body is not read, so the connection is not offered for reuse.
+    assert_eq!(resp.headers()["connection"], "close");
     // Within the limit: forwarded whole.
     let resp = post_chunked(2).await.expect("send");
     assert_eq!(resp.status(), 200);

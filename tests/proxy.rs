@@ -378,6 +378,95 @@ async fn chunked_body_over_the_limit_is_413() {
         .await
         .expect("send");
     assert_eq!(resp.status(), 413);
+    // The rest of the body was not read: the client is told not to reuse the connection, and its
+    // next request goes out on a new one.
+    assert_eq!(resp.headers()["connection"], "close");
+    for _ in 0..3 {
+        let resp = gw
+            .client
+            .post(gw.url("/count"))
+            .body(vec![b'a'; 512])
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.text().await.expect("body"), "512");
+    }
+}
+
+/// Reads one response (head and `Content-Length` body) from a raw connection; returns the head,
+/// lower-cased.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert_eq!(
+            n,
+            1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.expect("body");
+    head
+}
+
+#[tokio::test]
+async fn a_refusal_before_a_small_body_arrived_keeps_the_connection_open() {
+    use tokio::io::AsyncWriteExt;
+    let up = MockUpstream::start("u").await;
+    let gw = TestGateway::start().await;
+    gw.put("/routes/1", route_to("/count", &up.node())).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.http)
+        .await
+        .expect("connect");
+    // No route: answered before the body was sent.
+    stream
+        .write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    // The body comes late and is dropped; the connection serves the next request.
+    stream
+        .write_all(b"0123456789GET /count HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refusal_before_a_large_body_arrived_closes_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start().await;
+    let mut stream = tokio::net::TcpStream::connect(gw.http)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the gateway closes the connection");
 }
 
 #[tokio::test]

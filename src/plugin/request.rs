@@ -13,18 +13,17 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use hyper::body::Incoming;
 use rustc_hash::FxHashMap;
 
 use super::Phase;
-use crate::proxy::{ConnInfo, Matched};
+use crate::proxy::{ClientBody, ConnInfo, Matched};
 use crate::store::{RouteEntry, Snapshot};
 
 /// The client request body, before or after a plugin read it.
 #[derive(Debug)]
 pub(crate) enum ReqBody {
     /// Not read yet: it will stream to the upstream.
-    Stream(Incoming),
+    Stream(ClientBody),
     /// Read whole by a plugin (`core.request.get_body`) or replaced (`ngx.req.set_body_data`).
     Buffered(Bytes),
     /// The body is being read right now.
@@ -75,7 +74,7 @@ pub(crate) struct RequestState {
 pub(crate) struct Arrival {
     pub(crate) conn: ConnInfo,
     pub(crate) parts: http::request::Parts,
-    pub(crate) body: Incoming,
+    pub(crate) body: ClientBody,
     /// The normalized path.
     pub(crate) path: String,
     pub(crate) matched: Matched,

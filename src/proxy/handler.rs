@@ -15,9 +15,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::Limited;
-use hyper::body::Incoming;
 
 use super::body::{ProxyBody, boxed, error_page, json_error, outbound, strip_hop_by_hop};
+use super::client_body::ClientBody;
 use super::plugins::PluginRun;
 use super::uri::{encode_path, normalize};
 use crate::admin::{self, Admin};
@@ -72,7 +72,7 @@ impl PeerHeaders {
 /// future itself, so that hyper moves no wrapper around it.
 pub(crate) async fn handle(
     dp: Arc<DataPlane>,
-    req: Request<Incoming>,
+    req: Request<hyper::body::Incoming>,
     conn: ConnInfo,
     peer: Rc<PeerHeaders>,
 ) -> Result<Response<ProxyBody>, Infallible> {
@@ -84,10 +84,19 @@ pub(crate) async fn handle(
             req.uri().path().to_owned(),
         )
     });
-    let (mut response, route_id, upstream) = serve(&dp, req, conn, &peer, logged.is_some()).await;
+    let (parts, body) = req.into_parts();
+    let http1 = parts.version < http::Version::HTTP_2;
+    let (body, body_watch) = ClientBody::watch(body);
+    let (mut response, route_id, upstream) =
+        serve(&dp, parts, body, conn, &peer, logged.is_some()).await;
     // The upstream's HTTP version is its own business: the client keeps the version it spoke
     // (hyper answers HTTP/1.0 clients as such and ignores this on HTTP/2).
     *response.version_mut() = http::Version::HTTP_11;
+    if http1 && body_watch.left_unread() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let Some((started, method, raw_path)) = logged else {
         return Ok(response);
     };
@@ -106,22 +115,22 @@ pub(crate) async fn handle(
 
 async fn serve(
     dp: &DataPlane,
-    req: Request<Incoming>,
+    parts: http::request::Parts,
+    body: ClientBody,
     conn: ConnInfo,
     peer: &PeerHeaders,
     log: bool,
 ) -> (Response<ProxyBody>, Option<String>, Option<String>) {
     if let Some(admin) = &dp.admin
-        && req.uri().path().starts_with(admin::PREFIX)
+        && parts.uri.path().starts_with(admin::PREFIX)
         && admin::canonical(conn.peer.ip()).is_loopback()
     {
         // Boxed for the same reason as the plugin pipeline below, and in a statement of its own:
         // a temporary in the awaiting statement would be kept in this future after all.
-        let admin_call = Box::pin(admin.handle(req, conn.peer.ip()));
+        let admin_call = Box::pin(admin.handle(Request::from_parts(parts, body), conn.peer.ip()));
         let resp = admin_call.await;
         return (resp.map(boxed), None, None);
     }
-    let (parts, body) = req.into_parts();
     let path = match normalize(parts.uri.path()) {
         Ok(path) => path,
         Err(err) => {

@@ -3,6 +3,7 @@
 //! HTTP/1.1 and HTTP/2 (h2c by prior knowledge on plain ports, ALPN on TLS ports) on the same socket.
 
 mod body;
+mod client_body;
 pub(crate) mod handler;
 mod plugins;
 mod uri;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use body::outbound;
+pub(crate) use client_body::ClientBody;
 pub(crate) use handler::{ConnInfo, DataPlane, Matched, RequestVars};
 pub(crate) use uri::encode_path;
 
