@@ -51,6 +51,71 @@ async fn forwards_method_path_query_headers_and_body() {
     );
 }
 
+/// An upstream that answers one request with an empty 200 and hands over the request head it got.
+async fn head_catcher() -> (String, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let node = listener.local_addr().expect("addr").to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the request head ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await;
+    });
+    (node, rx)
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_the_client_are_replaced_once_and_x_forwarded_for_extended() {
+    let (node, head) = head_catcher().await;
+    let gw = TestGateway::start().await;
+    gw.put("/routes/1", route_to("/fwd", &node)).await;
+    let resp = gw
+        .client
+        .get(gw.url("/fwd"))
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-proto", "gopher")
+        .header("x-forwarded-port", "1")
+        .header("x-forwarded-host", "spoofed.example")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-forwarded-for", "10.0.0.2")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let head = head
+        .await
+        .expect("the upstream got the request")
+        .to_ascii_lowercase();
+    let values = |name: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let port = gw.http.port().to_string();
+    assert_eq!(values("x-real-ip"), ["127.0.0.1"], "{head}");
+    assert_eq!(
+        values("x-forwarded-for"),
+        ["10.0.0.1, 10.0.0.2, 127.0.0.1"],
+        "{head}"
+    );
+    assert_eq!(values("x-forwarded-proto"), ["http"], "{head}");
+    assert_eq!(values("x-forwarded-port"), [port.as_str()], "{head}");
+    assert_eq!(values("x-forwarded-host"), ["127.0.0.1"], "{head}");
+}
+
 #[tokio::test]
 async fn response_status_and_end_to_end_headers_come_back_without_hop_by_hop() {
     let up = MockUpstream::start("u").await;

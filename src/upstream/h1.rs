@@ -211,13 +211,19 @@ impl Connection {
     pub(crate) async fn send(
         &mut self,
         head: &request::Parts,
+        added: &[(HeaderName, HeaderValue)],
         body: &mut OutBody,
     ) -> Result<(), H1Error> {
-        let mut outgoing = self.encode_head(head, body);
+        let mut outgoing = self.encode_head(head, added, body);
         poll_fn(|cx| self.poll_send(cx, body, &mut outgoing)).await
     }
 
-    fn encode_head(&mut self, head: &request::Parts, body: &OutBody) -> Outgoing {
+    fn encode_head(
+        &mut self,
+        head: &request::Parts,
+        added: &[(HeaderName, HeaderValue)],
+        body: &OutBody,
+    ) -> Outgoing {
         let w = &mut self.write;
         w.clear();
         self.written = 0;
@@ -230,7 +236,7 @@ impl Connection {
             target.as_bytes()
         });
         w.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &head.headers {
+        for (name, value) in head.headers.iter().chain(added.iter().map(|(n, v)| (n, v))) {
             w.extend_from_slice(name.as_str().as_bytes());
             w.extend_from_slice(b": ");
             w.extend_from_slice(value.as_bytes());
@@ -776,7 +782,7 @@ mod tests {
     /// A connection that sent `GET /`, and its peer, which answered with `response`.
     async fn answered_get(response: &[u8]) -> (Connection, TcpStream) {
         let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
+        conn.send(&get("/"), &[], &mut empty()).await.expect("send");
         received(&mut peer, 0).await;
         peer.write_all(response).await.expect("write");
         (conn, peer)
@@ -817,7 +823,7 @@ mod tests {
     async fn a_get_and_a_sized_response_leave_the_connection_reusable() {
         let (mut conn, mut peer) = pair().await;
         let parts = get("/a?b=c");
-        conn.send(&parts, &mut empty()).await.expect("send");
+        conn.send(&parts, &[], &mut empty()).await.expect("send");
         let request = received(&mut peer, 0).await;
         assert_eq!(request, "GET /a?b=c HTTP/1.1\r\nhost: up\r\n\r\n");
         peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello")
@@ -843,7 +849,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunked_response_is_decoded_across_reads_with_extensions_and_trailers() {
         let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
+        conn.send(&get("/"), &[], &mut empty()).await.expect("send");
         received(&mut peer, 0).await;
         let server = tokio::spawn(async move {
             for piece in [
@@ -890,7 +896,7 @@ mod tests {
             let (mut conn, mut peer) = pair().await;
             let mut parts = get("/");
             parts.method = method.clone();
-            conn.send(&parts, &mut empty()).await.expect("send");
+            conn.send(&parts, &[], &mut empty()).await.expect("send");
             received(&mut peer, 0).await;
             let response = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
             peer.write_all(response.as_bytes()).await.expect("write");
@@ -933,7 +939,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_head_too_large_or_cut_short_is_an_error() {
         let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &mut empty()).await.expect("send");
+        conn.send(&get("/"), &[], &mut empty()).await.expect("send");
         received(&mut peer, 0).await;
         let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n", "a".repeat(MAX_HEAD));
         let writer = tokio::spawn(async move {
@@ -951,11 +957,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn added_headers_follow_the_requests_own() {
+        let (mut conn, mut peer) = pair().await;
+        let added = [(
+            HeaderName::from_static("x-real-ip"),
+            HeaderValue::from_static("10.0.0.1"),
+        )];
+        conn.send(&get("/a?b=1"), &added, &mut empty())
+            .await
+            .expect("send");
+        let request = received(&mut peer, 0).await;
+        assert_eq!(
+            request,
+            "GET /a?b=1 HTTP/1.1\r\nhost: up\r\nx-real-ip: 10.0.0.1\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
     async fn request_bodies_are_framed_by_length_or_chunked() {
         let (mut conn, mut peer) = pair().await;
         let mut parts = get("/");
         parts.method = Method::POST;
-        conn.send(&parts, &mut full("abc")).await.expect("send");
+        conn.send(&parts, &[], &mut full("abc"))
+            .await
+            .expect("send");
         let request = received(&mut peer, 3).await;
         assert_eq!(
             request,
@@ -965,7 +990,7 @@ mod tests {
         let (mut conn, mut peer) = pair().await;
         let (mut body, ended) = pieces(&["ab", "", "cde"]);
         drop(ended);
-        conn.send(&parts, &mut body).await.expect("send");
+        conn.send(&parts, &[], &mut body).await.expect("send");
         let request = received(&mut peer, 20).await;
         assert_eq!(
             request,
@@ -973,7 +998,7 @@ mod tests {
         );
 
         let (mut conn, mut peer) = pair().await;
-        conn.send(&parts, &mut empty()).await.expect("send");
+        conn.send(&parts, &[], &mut empty()).await.expect("send");
         let request = received(&mut peer, 0).await;
         assert_eq!(
             request,
@@ -985,7 +1010,7 @@ mod tests {
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         let err = conn
-            .send(&parts, &mut full("abc"))
+            .send(&parts, &[], &mut full("abc"))
             .await
             .expect_err("too long");
         assert!(matches!(err, H1Error::RequestLength), "{err}");
@@ -1005,7 +1030,7 @@ mod tests {
             peer
         });
         let (mut body, _more_to_come) = pieces(&["first"]);
-        conn.send(&parts, &mut body).await.expect("send stops");
+        conn.send(&parts, &[], &mut body).await.expect("send stops");
         let head = conn.read_head(&Method::PUT).await.expect("head");
         assert_eq!(head.parts.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(!conn.is_clean(), "a request cut short is not reused");
@@ -1038,7 +1063,7 @@ mod tests {
             tx.send("last").await.expect("queued");
             drop(tx);
         };
-        let (sent, ()) = tokio::join!(conn.send(&parts, &mut body), feeding);
+        let (sent, ()) = tokio::join!(conn.send(&parts, &[], &mut body), feeding);
         sent.expect("the whole body is sent");
         let answer = tokio::time::timeout(
             std::time::Duration::from_secs(5),

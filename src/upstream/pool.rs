@@ -13,6 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -218,19 +219,21 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
-/// Sends one request and returns the response with a body that streams from the upstream.
+/// Sends one request and returns the response with a body that streams from the upstream. `added`
+/// headers go after the request's own (they must not be among them).
 ///
 /// On `Err` the request was not answered. When [`CallError::before_request`] holds, the request is
 /// handed back so the caller may retry it elsewhere.
 pub(crate) async fn call(
     endpoint: &Endpoint,
     mut request: Request<OutBody>,
+    added: &[(HeaderName, HeaderValue)],
     options: CallOptions,
 ) -> Result<Response<UpstreamBody>, (CallError, Option<Request<OutBody>>)> {
     // A pooled connection the upstream closed as it was taken fails without an answer; the request
     // then goes on the next one, or on a new connection.
     while let Some(idle) = take_idle(endpoint, options.keepalive) {
-        match exchange(endpoint, idle, request, options, true).await {
+        match exchange(endpoint, idle, request, added, options, true).await {
             Ok(response) => return Ok(response),
             Err(Failed::Stale(_, returned)) => request = *returned,
             Err(Failed::Error(err)) => return Err((err, None)),
@@ -248,7 +251,7 @@ pub(crate) async fn call(
         since: Instant::now(),
         served: 0,
     };
-    exchange(endpoint, idle, request, options, false)
+    exchange(endpoint, idle, request, added, options, false)
         .await
         .map_err(|failed| match failed {
             Failed::Stale(err, _) | Failed::Error(err) => (err, None),
@@ -266,15 +269,21 @@ enum Failed {
 async fn exchange(
     endpoint: &Endpoint,
     idle: Idle,
-    request: Request<OutBody>,
+    mut request: Request<OutBody>,
+    added: &[(HeaderName, HeaderValue)],
     options: CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let Idle { sender, served, .. } = idle;
     match sender {
-        Sender::H1(conn) => exchange_h1(endpoint, conn, served, request, options, reused).await,
+        Sender::H1(conn) => {
+            exchange_h1(endpoint, conn, served, request, added, options, reused).await
+        }
         // Boxed: HTTP/2 upstreams are the rare case.
         Sender::H2(sender) => {
+            for (name, value) in added {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
             Box::pin(exchange_h2(
                 endpoint, sender, served, request, options, reused,
             ))
@@ -289,6 +298,7 @@ async fn exchange_h1(
     mut conn: h1::Connection,
     served: u64,
     request: Request<OutBody>,
+    added: &[(HeaderName, HeaderValue)],
     options: CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
@@ -297,7 +307,7 @@ async fn exchange_h1(
     // One timer for the whole exchange: the send timeout, then the read timeout for the head, then
     // for each wait for the body.
     let mut timer = Box::pin(tokio::time::sleep(options.send_timeout));
-    let head = match within(&mut timer, conn.send(&parts, &mut body)).await {
+    let head = match within(&mut timer, conn.send(&parts, added, &mut body)).await {
         None => Err(Expired::Send),
         Some(Err(err)) => Ok(Err(err)),
         Some(Ok(())) => {

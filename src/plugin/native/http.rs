@@ -136,7 +136,7 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
         read_timeout: read,
         keepalive,
     };
-    let response = match pool::call(&endpoint, out, options).await {
+    let response = match pool::call(&endpoint, out, &[], options).await {
         Ok(r) => r,
         Err((err, _)) => {
             use crate::error::Classify;
