@@ -42,17 +42,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass notes which hop-by-hop headers are present; most messages carry none, or only
     // `Connection: keep-alive`.
     let mut present = [false; 8];
-    for name in headers.keys() {
+    // Whether a `Connection` value names more than the usual option, which takes no parsing.
+    let mut names_headers = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = hop_by_hop_index(name) {
             present[i] = true;
+            names_headers |= i == 0 && !is_connection_option(value.as_bytes());
         }
     }
-    if present[0] {
+    if names_headers {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            // The usual value names no header, and takes no parsing.
-            .filter(|v| !is_connection_option(v.as_bytes()))
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)

@@ -464,18 +464,27 @@ impl Connection {
             }
             let status = StatusCode::from_u16(code).map_err(|_| self.invalid("status code"))?;
             let mut headers = HeaderMap::with_capacity(spans.len());
+            // Noted on the way rather than looked up in the map afterwards.
+            let mut connection = ConnectionOptions::default();
+            let mut transfer_encoding = false;
             for (name, value) in spans {
                 let name = HeaderName::from_bytes(&bytes[name])
                     .map_err(|_| self.invalid("header name"))?;
                 let value = HeaderValue::from_maybe_shared(bytes.slice(value))
                     .map_err(|_| self.invalid("header value"))?;
+                if name == header::CONNECTION {
+                    connection.note(value.as_bytes());
+                } else if name == header::TRANSFER_ENCODING {
+                    transfer_encoding = true;
+                }
                 headers.append(name, value);
             }
-            let (decoder, delimited) = self.framing(method, status, &mut headers)?;
+            let (decoder, delimited) =
+                self.framing(method, status, &mut headers, transfer_encoding)?;
             let keep_alive = delimited
                 && match version {
-                    Version::HTTP_11 => !connection_has(&headers, "close"),
-                    _ => connection_has(&headers, "keep-alive"),
+                    Version::HTTP_11 => !connection.close,
+                    _ => connection.keep_alive,
                 };
             let (mut parts, ()) = http::Response::new(()).into_parts();
             parts.status = status;
@@ -496,6 +505,7 @@ impl Connection {
         method: &Method,
         status: StatusCode,
         headers: &mut HeaderMap,
+        transfer_encoding: bool,
     ) -> Result<(Decoder, bool), H1Error> {
         if method == Method::HEAD
             || status == StatusCode::NO_CONTENT
@@ -503,7 +513,7 @@ impl Connection {
         {
             return Ok((Decoder::Done, true));
         }
-        if headers.contains_key(header::TRANSFER_ENCODING) {
+        if transfer_encoding {
             let chunked = headers
                 .get_all(header::TRANSFER_ENCODING)
                 .iter()
@@ -706,11 +716,24 @@ fn outgoing_framing(head: &request::Parts, body: &OutBody) -> Option<Outgoing> {
     })
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+/// The options a response's `Connection` headers name.
+#[derive(Default)]
+struct ConnectionOptions {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionOptions {
+    /// Notes the options in one `Connection` value (a comma-separated list).
+    fn note(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -871,6 +894,38 @@ mod tests {
         );
         assert!(head.keep_alive && conn.is_clean());
         drop(server.await);
+    }
+
+    #[tokio::test]
+    async fn connection_options_decide_whether_the_connection_is_kept() {
+        for (response, kept) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: x-a , CLOSE\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: x-a\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+        ] {
+            let (mut conn, _peer) = answered_get(response.as_bytes()).await;
+            let head = conn.read_head(&Method::GET).await.expect("head");
+            assert_eq!(head.keep_alive, kept, "{response:?}");
+        }
     }
 
     #[tokio::test]
