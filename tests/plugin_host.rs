@@ -240,6 +240,53 @@ async fn meta_disable_and_meta_filter() {
 }
 
 #[tokio::test]
+async fn response_phases_see_the_request_head_as_the_client_sent_it() {
+    // The upstream gets another Host (pass_host: node), no hop-by-hop headers and the gateway's own
+    // X-Forwarded-For; header_filter still reads the client's request, as $http_* in nginx.
+    let (gw, up, _dir) = gateway_with(&[(
+        "seen.lua",
+        bare_plugin(
+            "seen",
+            r#"
+local core = require("apisix.core")
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-seen-host", ctx.var.http_host)
+    core.response.set_header("x-seen-xff", core.request.header(ctx, "x-forwarded-for"))
+    core.response.set_header("x-seen-hop", core.request.header(ctx, "x-hop"))
+    core.response.set_header("x-seen-uri", ctx.var.request_uri)
+end
+"#,
+        ),
+    )])
+    .await;
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/p", "plugins": {"seen": {}},
+               "upstream": {"nodes": {up.node(): 1}, "pass_host": "node"}}),
+    )
+    .await;
+    let resp = gw
+        .client
+        .get(gw.url("/p?q=1"))
+        .header("host", "client.example")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("connection", "x-hop")
+        .header("x-hop", "h")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-seen-host"], "client.example");
+    assert_eq!(resp.headers()["x-seen-xff"], "10.0.0.1");
+    assert_eq!(resp.headers()["x-seen-hop"], "h");
+    assert_eq!(resp.headers()["x-seen-uri"], "/p?q=1");
+    let echo: Value = resp.json().await.expect("json");
+    assert_eq!(echo["headers"]["host"], up.node());
+    assert_eq!(echo["headers"]["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert!(echo["headers"].get("x-hop").is_none(), "{echo}");
+}
+
+#[tokio::test]
 async fn meta_pre_function_runs_before_each_phase_and_its_errors_are_only_logged() {
     let (gw, up, _dir) = gateway_with(&[(
         "echo.lua",

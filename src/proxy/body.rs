@@ -42,7 +42,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass notes which hop-by-hop headers are present; most messages carry none, or only
     // `Connection: keep-alive`.
     let mut present = [false; 8];
-    // Whether a `Connection` value names more than the usual option, which takes no parsing.
+    // Whether a `Connection` value names more than the usual option.
     let mut names_headers = false;
     for (name, value) in headers.iter() {
         if let Some(i) = hop_by_hop_index(name) {
@@ -51,16 +51,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if names_headers {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|token| !is_connection_option(token.as_bytes()))
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in connection_named(headers) {
             headers.remove(name);
         }
     }
@@ -69,6 +60,32 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(hop);
         }
     }
+}
+
+/// Whether `name` is hop-by-hop by itself (not only because a `Connection` header names it).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop_index(name).is_some()
+}
+
+/// The headers `Connection` names, which are hop-by-hop too. The usual values name none, and take no
+/// parsing (nor allocation).
+pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut named = Vec::new();
+    for (name, value) in headers {
+        if name != header::CONNECTION || is_connection_option(value.as_bytes()) {
+            continue;
+        }
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        named.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|token| !is_connection_option(token.as_bytes()))
+                .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok()),
+        );
+    }
+    named
 }
 
 /// `Connection` first: the headers it names go too.

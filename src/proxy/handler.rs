@@ -16,7 +16,10 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::Limited;
 
-use super::body::{ProxyBody, boxed, error_page, json_error, outbound, strip_hop_by_hop};
+use super::body::{
+    ProxyBody, boxed, connection_named, error_page, is_hop_by_hop, json_error, outbound,
+    strip_hop_by_hop,
+};
 use super::client_body::ClientBody;
 use super::plugins::PluginRun;
 use super::uri::{encode_path, normalize};
@@ -25,7 +28,7 @@ use crate::error::status_for;
 use crate::plugin::{Arrival, Phase, PluginError, PluginHost, ReqBody, RequestState};
 use crate::router::{MatchInput, Vars};
 use crate::store::{RouteEntry, Store};
-use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
+use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody, UpstreamHead};
 use crate::upstream::{HashOn, Node, PassHost, Upstream};
 
 /// What every worker shares to serve requests.
@@ -232,9 +235,12 @@ async fn serve(
     // with its timers) would make every enclosing future larger, and each of them is moved once
     // per request.
     let forwarding = Box::pin(forward(outbound, &route, (conn, peer), log));
-    let (resp, node) = forwarding.await;
+    let (resp, node, head) = forwarding.await;
     let resp = match plugin_run {
-        Some(run) => run.finish(resp),
+        Some(run) => {
+            run.return_head(head);
+            run.finish(resp)
+        }
         None => resp,
     };
     (resp, route_id, node)
@@ -405,16 +411,17 @@ struct Outbound {
 }
 
 /// Sends the request to the first node that accepts a connection, retrying others on connect failure.
-/// The node's address is returned when `name_node` is set (for the access log).
+/// The node's address is returned when `name_node` is set (for the access log), and the request
+/// head as it was (the response-side plugins read it).
 async fn forward(
     outbound: Outbound,
     route: &RouteEntry,
     (conn, peer): (ConnInfo, &PeerHeaders),
     name_node: bool,
-) -> (Response<ProxyBody>, Option<String>) {
+) -> (Response<ProxyBody>, Option<String>, http::request::Parts) {
     let Outbound {
         parts,
-        body,
+        mut body,
         uri,
         upstream,
         attempts,
@@ -423,27 +430,12 @@ async fn forward(
     let named = |node: &Node| name_node.then(|| node.authority());
     let Some(first) = attempts.first() else {
         tracing::error!(route_id = %route.id, "no valid upstream node");
-        return (error_page(StatusCode::BAD_GATEWAY), None);
+        return (error_page(StatusCode::BAD_GATEWAY), None, parts);
     };
-    let client_host = parts_host(&parts).map(str::to_owned);
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = parts.headers;
-    strip_hop_by_hop(request.headers_mut());
-    let set_host_for = |headers: &mut http::HeaderMap, node: &Node| {
-        set_host(
-            headers,
-            &upstream,
-            node,
-            client_host.as_deref(),
-            host_override.as_deref(),
-        );
-    };
-    let mut node = first;
-    set_host_for(request.headers_mut(), node);
-    let (added, count) =
-        forwarding_headers(request.headers_mut(), conn, peer, client_host.as_deref());
+    let client_host = parts_host(&parts);
+    // The headers a `Connection` header names are hop-by-hop too; most requests name none.
+    let named_in_connection = connection_named(&parts.headers);
+    let (added, count) = forwarding_headers(&parts.headers, conn, peer, client_host);
     let added = &added[..count];
     let options = CallOptions {
         connect_timeout: route.timeouts.connect,
@@ -452,8 +444,29 @@ async fn forward(
         keepalive: Some(upstream.keepalive),
     };
     let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
+    let mut node = first;
     let mut tried = 0usize;
     loop {
+        let host = upstream_host(
+            &parts.headers,
+            &upstream,
+            node,
+            client_host,
+            host_override.as_deref(),
+        );
+        let omit = |name: &HeaderName| {
+            is_hop_by_hop(name)
+                || is_forwarding_header(name)
+                || (*name == header::HOST && host.replaces())
+                || named_in_connection.contains(name)
+        };
+        let head = UpstreamHead {
+            head: &parts,
+            uri: &uri,
+            host: host.value(),
+            omit: &omit,
+            added,
+        };
         let endpoint = Endpoint {
             scheme: upstream.scheme,
             host: node.host.clone(),
@@ -461,11 +474,11 @@ async fn forward(
             tls_verify: upstream.tls_verify,
             h2: false,
         };
-        match pool::call(&endpoint, request, added, options).await {
+        match pool::call(&endpoint, head, body, options).await {
             Ok(response) => {
                 let mut response = response.map(boxed);
                 strip_hop_by_hop(response.headers_mut());
-                return (response, named(node));
+                return (response, named(node), parts);
             }
             Err((err, returned)) => {
                 tried += 1;
@@ -473,11 +486,10 @@ async fn forward(
                 let next = attempts.get(tried);
                 let in_time = deadline.is_none_or(|d| Instant::now() < d);
                 match (retry, next) {
-                    (Some(req), Some(next_node)) if in_time => {
+                    (Some(returned), Some(next_node)) if in_time => {
                         tracing::warn!(route_id = %route.id, upstream = %node.authority(), error = %err, "upstream failed, trying next node");
-                        request = req;
+                        body = returned;
                         node = next_node;
-                        set_host_for(request.headers_mut(), node);
                     }
                     _ => {
                         let status = status_for(&err);
@@ -492,7 +504,7 @@ async fn forward(
                                 "upstream request failed"
                             );
                         }
-                        return (error_page(status), named(node));
+                        return (error_page(status), named(node), parts);
                     }
                 }
             }
@@ -514,37 +526,50 @@ fn upstream_uri(path: &str, client: &Uri) -> Uri {
     Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+/// What becomes of the client's Host on the way to the upstream.
+enum HostChange {
+    Keep,
+    Replace(HeaderValue),
+    Remove,
+}
+
+impl HostChange {
+    fn replaces(&self) -> bool {
+        !matches!(self, HostChange::Keep)
+    }
+
+    fn value(&self) -> Option<&HeaderValue> {
+        match self {
+            HostChange::Replace(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
 /// The Host the upstream gets: a plugin's (`ctx.var.upstream_host`), else what `pass_host` says.
-fn set_host(
-    headers: &mut http::HeaderMap,
+fn upstream_host(
+    headers: &http::HeaderMap,
     upstream: &Upstream,
     node: &Node,
     client_host: Option<&str>,
     plugin_host: Option<&str>,
-) {
+) -> HostChange {
     if let Some(host) = plugin_host {
-        if let Ok(value) = HeaderValue::from_str(host) {
-            headers.insert(header::HOST, value);
-        }
-        return;
+        return HeaderValue::from_str(host).map_or(HostChange::Keep, HostChange::Replace);
     }
     // `pass_host: pass` with the client's own Host header: it stays as it is.
     if matches!(upstream.pass_host, PassHost::Pass)
         && let (Some(client), Some(current)) = (client_host, headers.get(header::HOST))
         && current.as_bytes() == client.as_bytes()
     {
-        return;
+        return HostChange::Keep;
     }
     match upstream
         .host_header(node, client_host)
         .and_then(|h| HeaderValue::from_str(&h).ok())
     {
-        Some(value) => {
-            headers.insert(header::HOST, value);
-        }
-        None => {
-            headers.remove(header::HOST);
-        }
+        Some(value) => HostChange::Replace(value),
+        None => HostChange::Remove,
     }
 }
 
@@ -555,12 +580,12 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// The headers the proxy adds for the upstream, as APISIX sets them: `X-Real-IP` and
-/// `X-Forwarded-For/-Proto/-Port/-Host`, the last only when the client named a host. Those the
-/// client sent are taken out of `headers`; its `X-Forwarded-For` is extended. They are written after
-/// the request's own headers rather than inserted into its map: five inserts into a map that
-/// hyper filled were a twentieth of a plain request's cost.
+/// `X-Forwarded-For/-Proto/-Port/-Host`, the last only when the client named a host. They replace
+/// those the client sent; its `X-Forwarded-For` is extended. They are written after the request's
+/// own headers rather than inserted into its map: five inserts into a map that hyper filled were a
+/// twentieth of a plain request's cost.
 fn forwarding_headers(
-    headers: &mut http::HeaderMap,
+    headers: &http::HeaderMap,
     conn: ConnInfo,
     peer: &PeerHeaders,
     client_host: Option<&str>,
@@ -580,15 +605,6 @@ fn forwarding_headers(
             joined.extend_from_slice(peer.ip.as_bytes());
             xff = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
                 .unwrap_or_else(|_| peer.ip.clone());
-        }
-        for name in [
-            X_REAL_IP,
-            X_FORWARDED_FOR,
-            X_FORWARDED_PROTO,
-            X_FORWARDED_PORT,
-            X_FORWARDED_HOST,
-        ] {
-            headers.remove(name);
         }
     }
     let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });

@@ -98,23 +98,18 @@ impl PluginRun {
         run_phase(&self.vm, &self.state, &added, &mut self.ctx, Phase::Rewrite).await
     }
 
-    /// Takes the (possibly rewritten) request out for forwarding.
+    /// Takes the (possibly rewritten) request out for forwarding. The head comes back with
+    /// [`PluginRun::return_head`] before the response-side phases.
     pub(crate) fn take_request(&self) -> (http::request::Parts, ReqBody) {
         let body = std::mem::replace(&mut *self.state.body.borrow_mut(), ReqBody::Reading);
-        if [Phase::HeaderFilter, Phase::BodyFilter, Phase::Log]
-            .iter()
-            .any(|p| self.chain.has(*p))
-        {
-            // The response phases (`ctx.var`) keep a copy of the head. The upstream gets the
-            // original, with the extensions hyper attached and the room its header map has for the
-            // forwarding headers.
-            let mut parts = self.state.parts.borrow_mut();
-            let copy = clone_head(&parts);
-            return (std::mem::replace(&mut *parts, copy), body);
-        }
         let placeholder = http::Request::new(()).into_parts().0;
         let parts = std::mem::replace(&mut *self.state.parts.borrow_mut(), placeholder);
         (parts, body)
+    }
+
+    /// Puts back the request head that [`PluginRun::take_request`] took, unchanged by forwarding.
+    pub(crate) fn return_head(&self, head: http::request::Parts) {
+        *self.state.parts.borrow_mut() = head;
     }
 
     /// The response a plugin asked for with `return code, body` or `core.response.exit`.
@@ -204,15 +199,6 @@ impl PluginRun {
         };
         Response::from_parts(head, Box::pin(body))
     }
-}
-
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let mut copy = http::Request::new(()).into_parts().0;
-    copy.method = parts.method.clone();
-    copy.uri = parts.uri.clone();
-    copy.version = parts.version;
-    copy.headers = parts.headers.clone();
-    copy
 }
 
 /// Runs the `log` phase on its own task, after the response.

@@ -13,13 +13,13 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version, request, response};
+use http::{Method, StatusCode, Version, response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
-use super::pool::{BoxError, OutBody};
+use super::pool::{BoxError, OutBody, UpstreamHead};
 
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -210,24 +210,18 @@ impl Connection {
     /// upstream answers (or closes) before the request body has all been sent.
     pub(crate) async fn send(
         &mut self,
-        head: &request::Parts,
-        added: &[(HeaderName, HeaderValue)],
+        head: UpstreamHead<'_>,
         body: &mut OutBody,
     ) -> Result<(), H1Error> {
-        let mut outgoing = self.encode_head(head, added, body);
+        let mut outgoing = self.encode_head(&head, body);
         poll_fn(|cx| self.poll_send(cx, body, &mut outgoing)).await
     }
 
-    fn encode_head(
-        &mut self,
-        head: &request::Parts,
-        added: &[(HeaderName, HeaderValue)],
-        body: &OutBody,
-    ) -> Outgoing {
+    fn encode_head(&mut self, head: &UpstreamHead<'_>, body: &OutBody) -> Outgoing {
         let w = &mut self.write;
         w.clear();
         self.written = 0;
-        w.extend_from_slice(head.method.as_str().as_bytes());
+        w.extend_from_slice(head.head.method.as_str().as_bytes());
         w.push(b' ');
         let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
         w.extend_from_slice(if target.is_empty() {
@@ -236,7 +230,7 @@ impl Connection {
             target.as_bytes()
         });
         w.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in head.headers.iter().chain(added.iter().map(|(n, v)| (n, v))) {
+        for (name, value) in head.headers() {
             w.extend_from_slice(name.as_str().as_bytes());
             w.extend_from_slice(b": ");
             w.extend_from_slice(value.as_bytes());
@@ -249,7 +243,7 @@ impl Connection {
                 framing
             }
             None if body.is_end_stream() => {
-                if matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
+                if matches!(head.head.method, Method::POST | Method::PUT | Method::PATCH) {
                     w.extend_from_slice(b"content-length: 0\r\n");
                 }
                 w.extend_from_slice(b"\r\n");
@@ -701,13 +695,13 @@ fn parse_response<'b>(
 }
 
 /// The framing the request's own headers fix: its Content-Length, or a chunked Transfer-Encoding.
-fn outgoing_framing(head: &request::Parts, body: &OutBody) -> Option<Outgoing> {
-    if let Some(te) = head.headers.get(header::TRANSFER_ENCODING)
+fn outgoing_framing(head: &UpstreamHead<'_>, body: &OutBody) -> Option<Outgoing> {
+    if let Some(te) = head.header(&header::TRANSFER_ENCODING)
         && te.as_bytes().eq_ignore_ascii_case(b"chunked")
     {
         return Some(Outgoing::Chunked);
     }
-    let length = head.headers.get(header::CONTENT_LENGTH)?;
+    let length = head.header(&header::CONTENT_LENGTH)?;
     let length = length.to_str().ok()?.trim().parse::<u64>().ok()?;
     Some(if length == 0 && body.is_end_stream() {
         Outgoing::Done
@@ -754,7 +748,7 @@ mod tests {
         (Connection::new(Io::Tcp(client)), server)
     }
 
-    fn get(path: &str) -> request::Parts {
+    fn get(path: &str) -> http::request::Parts {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.uri = path.parse().expect("uri");
         parts
@@ -805,7 +799,9 @@ mod tests {
     /// A connection that sent `GET /`, and its peer, which answered with `response`.
     async fn answered_get(response: &[u8]) -> (Connection, TcpStream) {
         let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &[], &mut empty()).await.expect("send");
+        conn.send(UpstreamHead::unchanged(&get("/")), &mut empty())
+            .await
+            .expect("send");
         received(&mut peer, 0).await;
         peer.write_all(response).await.expect("write");
         (conn, peer)
@@ -846,7 +842,9 @@ mod tests {
     async fn a_get_and_a_sized_response_leave_the_connection_reusable() {
         let (mut conn, mut peer) = pair().await;
         let parts = get("/a?b=c");
-        conn.send(&parts, &[], &mut empty()).await.expect("send");
+        conn.send(UpstreamHead::unchanged(&parts), &mut empty())
+            .await
+            .expect("send");
         let request = received(&mut peer, 0).await;
         assert_eq!(request, "GET /a?b=c HTTP/1.1\r\nhost: up\r\n\r\n");
         peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello")
@@ -872,7 +870,9 @@ mod tests {
     #[tokio::test]
     async fn a_chunked_response_is_decoded_across_reads_with_extensions_and_trailers() {
         let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &[], &mut empty()).await.expect("send");
+        conn.send(UpstreamHead::unchanged(&get("/")), &mut empty())
+            .await
+            .expect("send");
         received(&mut peer, 0).await;
         let server = tokio::spawn(async move {
             for piece in [
@@ -951,7 +951,9 @@ mod tests {
             let (mut conn, mut peer) = pair().await;
             let mut parts = get("/");
             parts.method = method.clone();
-            conn.send(&parts, &[], &mut empty()).await.expect("send");
+            conn.send(UpstreamHead::unchanged(&parts), &mut empty())
+                .await
+                .expect("send");
             received(&mut peer, 0).await;
             let response = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
             peer.write_all(response.as_bytes()).await.expect("write");
@@ -994,7 +996,9 @@ mod tests {
     #[tokio::test]
     async fn a_response_head_too_large_or_cut_short_is_an_error() {
         let (mut conn, mut peer) = pair().await;
-        conn.send(&get("/"), &[], &mut empty()).await.expect("send");
+        conn.send(UpstreamHead::unchanged(&get("/")), &mut empty())
+            .await
+            .expect("send");
         received(&mut peer, 0).await;
         let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n", "a".repeat(MAX_HEAD));
         let writer = tokio::spawn(async move {
@@ -1018,9 +1022,12 @@ mod tests {
             HeaderName::from_static("x-real-ip"),
             HeaderValue::from_static("10.0.0.1"),
         )];
-        conn.send(&get("/a?b=1"), &added, &mut empty())
-            .await
-            .expect("send");
+        let parts = get("/a?b=1");
+        let head = UpstreamHead {
+            added: &added,
+            ..UpstreamHead::unchanged(&parts)
+        };
+        conn.send(head, &mut empty()).await.expect("send");
         let request = received(&mut peer, 0).await;
         assert_eq!(
             request,
@@ -1033,7 +1040,7 @@ mod tests {
         let (mut conn, mut peer) = pair().await;
         let mut parts = get("/");
         parts.method = Method::POST;
-        conn.send(&parts, &[], &mut full("abc"))
+        conn.send(UpstreamHead::unchanged(&parts), &mut full("abc"))
             .await
             .expect("send");
         let request = received(&mut peer, 3).await;
@@ -1045,7 +1052,9 @@ mod tests {
         let (mut conn, mut peer) = pair().await;
         let (mut body, ended) = pieces(&["ab", "", "cde"]);
         drop(ended);
-        conn.send(&parts, &[], &mut body).await.expect("send");
+        conn.send(UpstreamHead::unchanged(&parts), &mut body)
+            .await
+            .expect("send");
         let request = received(&mut peer, 20).await;
         assert_eq!(
             request,
@@ -1053,7 +1062,9 @@ mod tests {
         );
 
         let (mut conn, mut peer) = pair().await;
-        conn.send(&parts, &[], &mut empty()).await.expect("send");
+        conn.send(UpstreamHead::unchanged(&parts), &mut empty())
+            .await
+            .expect("send");
         let request = received(&mut peer, 0).await;
         assert_eq!(
             request,
@@ -1065,7 +1076,7 @@ mod tests {
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         let err = conn
-            .send(&parts, &[], &mut full("abc"))
+            .send(UpstreamHead::unchanged(&parts), &mut full("abc"))
             .await
             .expect_err("too long");
         assert!(matches!(err, H1Error::RequestLength), "{err}");
@@ -1085,7 +1096,9 @@ mod tests {
             peer
         });
         let (mut body, _more_to_come) = pieces(&["first"]);
-        conn.send(&parts, &[], &mut body).await.expect("send stops");
+        conn.send(UpstreamHead::unchanged(&parts), &mut body)
+            .await
+            .expect("send stops");
         let head = conn.read_head(&Method::PUT).await.expect("head");
         assert_eq!(head.parts.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(!conn.is_clean(), "a request cut short is not reused");
@@ -1118,7 +1131,10 @@ mod tests {
             tx.send("last").await.expect("queued");
             drop(tx);
         };
-        let (sent, ()) = tokio::join!(conn.send(&parts, &[], &mut body), feeding);
+        let (sent, ()) = tokio::join!(
+            conn.send(UpstreamHead::unchanged(&parts), &mut body),
+            feeding
+        );
         sent.expect("the whole body is sent");
         let answer = tokio::time::timeout(
             std::time::Duration::from_secs(5),

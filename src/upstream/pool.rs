@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, Uri, request};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
@@ -219,23 +219,94 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
-/// Sends one request and returns the response with a body that streams from the upstream. `added`
-/// headers go after the request's own (they must not be among them).
+static HOST: HeaderName = http::header::HOST;
+
+/// The head of a request for an upstream: a request head as it is, with the changes the proxy makes
+/// on the way applied as it is written, so that the head itself stays as the client and the plugins
+/// left it (the response-side plugins read it afterwards).
+#[derive(Clone, Copy)]
+pub(crate) struct UpstreamHead<'a> {
+    /// Method, version and headers.
+    pub(crate) head: &'a request::Parts,
+    /// The request target the upstream gets.
+    pub(crate) uri: &'a Uri,
+    /// A Host replacing the head's (which `omit` then leaves out), written first.
+    pub(crate) host: Option<&'a HeaderValue>,
+    /// Which of the head's headers are left out.
+    pub(crate) omit: &'a dyn Fn(&HeaderName) -> bool,
+    /// Headers written after the head's own (never among those left in).
+    pub(crate) added: &'a [(HeaderName, HeaderValue)],
+}
+
+impl<'a> UpstreamHead<'a> {
+    /// `head` as it is, to its own URI.
+    pub(crate) fn unchanged(head: &'a request::Parts) -> UpstreamHead<'a> {
+        UpstreamHead {
+            head,
+            uri: &head.uri,
+            host: None,
+            omit: &|_| false,
+            added: &[],
+        }
+    }
+
+    /// The headers the upstream gets, in order.
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> {
+        let omit = self.omit;
+        let host = self.host.map(|value| (&HOST, value));
+        host.into_iter()
+            .chain(
+                self.head
+                    .headers
+                    .iter()
+                    .filter(move |(name, _)| !omit(name)),
+            )
+            .chain(self.added.iter().map(|(name, value)| (name, value)))
+    }
+
+    /// The first value of `name` the upstream gets.
+    pub(crate) fn header(&self, name: &HeaderName) -> Option<&'a HeaderValue> {
+        if *name == HOST && self.host.is_some() {
+            return self.host;
+        }
+        match self.head.headers.get(name) {
+            Some(value) if !(self.omit)(name) => Some(value),
+            _ => self
+                .added
+                .iter()
+                .find_map(|(n, v)| (n == name).then_some(v)),
+        }
+    }
+
+    /// An owned request of this head and `body` (for the HTTP/2 client).
+    fn to_request(self, body: OutBody) -> Request<OutBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.head.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        for (name, value) in self.headers() {
+            headers.append(name.clone(), value.clone());
+        }
+        request
+    }
+}
+
+/// Sends one request and returns the response with a body that streams from the upstream.
 ///
-/// On `Err` the request was not answered. When [`CallError::before_request`] holds, the request is
-/// handed back so the caller may retry it elsewhere.
+/// On `Err` the request was not answered. When [`CallError::before_request`] holds, the body is
+/// handed back so the caller may retry the request elsewhere.
 pub(crate) async fn call(
     endpoint: &Endpoint,
-    mut request: Request<OutBody>,
-    added: &[(HeaderName, HeaderValue)],
+    head: UpstreamHead<'_>,
+    mut body: OutBody,
     options: CallOptions,
-) -> Result<Response<UpstreamBody>, (CallError, Option<Request<OutBody>>)> {
+) -> Result<Response<UpstreamBody>, (CallError, Option<OutBody>)> {
     // A pooled connection the upstream closed as it was taken fails without an answer; the request
     // then goes on the next one, or on a new connection.
     while let Some(idle) = take_idle(endpoint, options.keepalive) {
-        match exchange(endpoint, idle, request, added, options, true).await {
+        match exchange(endpoint, idle, head, body, options, true).await {
             Ok(response) => return Ok(response),
-            Err(Failed::Stale(_, returned)) => request = *returned,
+            Err(Failed::Stale(_, returned)) => body = returned,
             Err(Failed::Error(err)) => return Err((err, None)),
         }
     }
@@ -244,14 +315,14 @@ pub(crate) async fn call(
     let connecting = Box::pin(connect(endpoint, options.connect_timeout));
     let sender = match connecting.await {
         Ok(sender) => sender,
-        Err(err) => return Err((err, Some(request))),
+        Err(err) => return Err((err, Some(body))),
     };
     let idle = Idle {
         sender,
         since: Instant::now(),
         served: 0,
     };
-    exchange(endpoint, idle, request, added, options, false)
+    exchange(endpoint, idle, head, body, options, false)
         .await
         .map_err(|failed| match failed {
             Failed::Stale(err, _) | Failed::Error(err) => (err, None),
@@ -260,32 +331,32 @@ pub(crate) async fn call(
 
 /// How an exchange on one connection failed.
 enum Failed {
-    /// The connection turned out closed before anything was sent or answered: the request comes
-    /// back intact for another connection.
-    Stale(CallError, Box<Request<OutBody>>),
+    /// The connection turned out closed before anything was sent or answered: the body comes back
+    /// intact for another connection.
+    Stale(CallError, OutBody),
     Error(CallError),
 }
 
 async fn exchange(
     endpoint: &Endpoint,
     idle: Idle,
-    mut request: Request<OutBody>,
-    added: &[(HeaderName, HeaderValue)],
+    head: UpstreamHead<'_>,
+    body: OutBody,
     options: CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let Idle { sender, served, .. } = idle;
     match sender {
-        Sender::H1(conn) => {
-            exchange_h1(endpoint, conn, served, request, added, options, reused).await
-        }
+        Sender::H1(conn) => exchange_h1(endpoint, conn, served, head, body, options, reused).await,
         // Boxed: HTTP/2 upstreams are the rare case.
         Sender::H2(sender) => {
-            for (name, value) in added {
-                request.headers_mut().insert(name.clone(), value.clone());
-            }
             Box::pin(exchange_h2(
-                endpoint, sender, served, request, options, reused,
+                endpoint,
+                sender,
+                served,
+                head.to_request(body),
+                options,
+                reused,
             ))
             .await
         }
@@ -297,22 +368,21 @@ async fn exchange_h1(
     endpoint: &Endpoint,
     mut conn: h1::Connection,
     served: u64,
-    request: Request<OutBody>,
-    added: &[(HeaderName, HeaderValue)],
+    head: UpstreamHead<'_>,
+    mut body: OutBody,
     options: CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    let (parts, mut body) = request.into_parts();
     let bodyless = body.is_end_stream();
     // One timer for the whole exchange: the send timeout, then the read timeout for the head, then
     // for each wait for the body.
     let mut timer = Box::pin(tokio::time::sleep(options.send_timeout));
-    let head = match within(&mut timer, conn.send(&parts, added, &mut body)).await {
+    let head = match within(&mut timer, conn.send(head, &mut body)).await {
         None => Err(Expired::Send),
         Some(Err(err)) => Ok(Err(err)),
         Some(Ok(())) => {
             timer.as_mut().reset(deadline_after(options.read_timeout));
-            match within(&mut timer, conn.read_head(&parts.method)).await {
+            match within(&mut timer, conn.read_head(&head.head.method)).await {
                 None => Err(Expired::Read),
                 Some(head) => Ok(head),
             }
@@ -328,7 +398,7 @@ async fn exchange_h1(
                 source,
             };
             return Err(if stale {
-                Failed::Stale(err, Box::new(Request::from_parts(parts, body)))
+                Failed::Stale(err, body)
             } else {
                 Failed::Error(err)
             });
@@ -417,7 +487,7 @@ async fn exchange_h2(
                 source: failed.into_error(),
             };
             Err(match returned {
-                Some(request) if reused => Failed::Stale(err, Box::new(request)),
+                Some(request) if reused => Failed::Stale(err, request.into_body()),
                 _ => Failed::Error(err),
             })
         }

@@ -17,7 +17,7 @@ use mlua::{Lua, MultiValue, Table, Value};
 
 use super::ctx::headers_table;
 use crate::plugin::request::{ReqBody, with_current};
-use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody};
+use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody, UpstreamHead};
 use crate::upstream::{KeepalivePool, Scheme};
 
 /// Bodies larger than this are refused rather than buffered into the VM.
@@ -136,7 +136,9 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
         read_timeout: read,
         keepalive,
     };
-    let response = match pool::call(&endpoint, out, &[], options).await {
+    let (head, body) = out.into_parts();
+    let response = match pool::call(&endpoint, UpstreamHead::unchanged(&head), body, options).await
+    {
         Ok(r) => r,
         Err((err, _)) => {
             use crate::error::Classify;
