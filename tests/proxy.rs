@@ -488,22 +488,30 @@ async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
     head
 }
 
+/// Sends the head of a POST with a `length`-byte body to a path without a route, and reads the 404
+/// that comes before the body; returns the connection and the answer's head.
+async fn refused_before_the_body(
+    gw: &TestGateway,
+    length: usize,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(gw.http)
+        .await
+        .expect("connect");
+    let head = format!("POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    (stream, head)
+}
+
 #[tokio::test]
 async fn a_refusal_before_a_small_body_arrived_keeps_the_connection_open() {
     use tokio::io::AsyncWriteExt;
     let up = MockUpstream::start("u").await;
     let gw = TestGateway::start().await;
     gw.put("/routes/1", route_to("/count", &up.node())).await;
-    let mut stream = tokio::net::TcpStream::connect(gw.http)
-        .await
-        .expect("connect");
-    // No route: answered before the body was sent.
-    stream
-        .write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
-        .await
-        .expect("write");
-    let head = read_response(&mut stream).await;
-    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let (mut stream, head) = refused_before_the_body(&gw, 10).await;
     assert!(!head.contains("connection: close"), "{head}");
     // The body comes late and is dropped; the connection serves the next request.
     stream
@@ -517,17 +525,9 @@ async fn a_refusal_before_a_small_body_arrived_keeps_the_connection_open() {
 
 #[tokio::test]
 async fn a_refusal_before_a_large_body_arrived_closes_the_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let gw = TestGateway::start().await;
-    let mut stream = tokio::net::TcpStream::connect(gw.http)
-        .await
-        .expect("connect");
-    stream
-        .write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
-        .await
-        .expect("write");
-    let head = read_response(&mut stream).await;
-    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let (mut stream, head) = refused_before_the_body(&gw, 10_000_000).await;
     assert!(head.contains("connection: close"), "{head}");
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
