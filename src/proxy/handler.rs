@@ -141,13 +141,15 @@ async fn serve(
             return (error_page(StatusCode::BAD_REQUEST), None, None);
         }
     };
+    let mut host_headers = parts.headers.get_all(header::HOST).iter();
+    let host_header = host_headers.next();
     // Two Host headers make the target ambiguous: refused, as nginx does.
-    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+    if host_headers.next().is_some() {
         return (error_page(StatusCode::BAD_REQUEST), None, None);
     }
     let snapshot = dp.store.snapshot();
     // Lower-cased only when it has to be: the usual Host header is already.
-    let host_with_port = parts_host(&parts).map(|h| {
+    let host_with_port = request_host(&parts.uri, host_header).map(|h| {
         if h.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(h.to_ascii_lowercase())
         } else {
@@ -432,10 +434,12 @@ async fn forward(
         tracing::error!(route_id = %route.id, "no valid upstream node");
         return (error_page(StatusCode::BAD_GATEWAY), None, parts);
     };
-    let client_host = parts_host(&parts);
+    // Looked up once: the upstream's Host and X-Forwarded-Host both start from it.
+    let host_header = parts.headers.get(header::HOST);
+    let client_host = request_host(&parts.uri, host_header);
     // The headers a `Connection` header names are hop-by-hop too; most requests name none.
     let named_in_connection = connection_named(&parts.headers);
-    let (added, count) = forwarding_headers(&parts.headers, conn, peer, client_host);
+    let (added, count) = forwarding_headers(&parts.headers, conn, peer, host_header, client_host);
     let added = &added[..count];
     let options = CallOptions {
         connect_timeout: route.timeouts.connect,
@@ -448,7 +452,7 @@ async fn forward(
     let mut tried = 0usize;
     loop {
         let host = upstream_host(
-            &parts.headers,
+            host_header,
             &upstream,
             node,
             client_host,
@@ -548,7 +552,7 @@ impl HostChange {
 
 /// The Host the upstream gets: a plugin's (`ctx.var.upstream_host`), else what `pass_host` says.
 fn upstream_host(
-    headers: &http::HeaderMap,
+    host_header: Option<&HeaderValue>,
     upstream: &Upstream,
     node: &Node,
     client_host: Option<&str>,
@@ -559,7 +563,7 @@ fn upstream_host(
     }
     // `pass_host: pass` with the client's own Host header: it stays as it is.
     if matches!(upstream.pass_host, PassHost::Pass)
-        && let (Some(client), Some(current)) = (client_host, headers.get(header::HOST))
+        && let (Some(client), Some(current)) = (client_host, host_header)
         && current.as_bytes() == client.as_bytes()
     {
         return HostChange::Keep;
@@ -588,6 +592,7 @@ fn forwarding_headers(
     headers: &http::HeaderMap,
     conn: ConnInfo,
     peer: &PeerHeaders,
+    host_header: Option<&HeaderValue>,
     client_host: Option<&str>,
 ) -> ([(HeaderName, HeaderValue); 5], usize) {
     let mut xff = peer.ip.clone();
@@ -611,7 +616,7 @@ fn forwarding_headers(
     // Usually the Host header itself: shared, not copied.
     let host = client_host
         .map(strip_port)
-        .and_then(|host| match headers.get(header::HOST) {
+        .and_then(|host| match host_header {
             Some(value) if value.as_bytes() == host.as_bytes() => Some(value.clone()),
             _ => HeaderValue::from_str(host).ok(),
         });
@@ -646,20 +651,17 @@ fn content_length<B: Body>(parts: &http::request::Parts, body: &B) -> Option<u64
         .or_else(|| body.size_hint().exact())
 }
 
-/// The Host header, or the authority of an HTTP/2 request.
 /// The request's host as nginx's `$host` takes it: the host of an absolute-form request target (and
 /// HTTP/2's `:authority`) first, else the Host header.
 fn parts_host(parts: &http::request::Parts) -> Option<&str> {
-    parts
-        .uri
-        .authority()
+    request_host(&parts.uri, parts.headers.get(header::HOST))
+}
+
+/// [`parts_host`] with the Host header already looked up.
+fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<&'a str> {
+    uri.authority()
         .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-        })
+        .or_else(|| host_header.and_then(|v| v.to_str().ok()))
 }
 
 fn strip_port(host: &str) -> &str {
