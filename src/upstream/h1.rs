@@ -210,40 +210,43 @@ impl Connection {
     /// upstream answers (or closes) before the request body has all been sent.
     pub(crate) async fn send(
         &mut self,
-        head: UpstreamHead<'_>,
+        request: UpstreamHead<'_>,
         body: &mut OutBody,
     ) -> Result<(), H1Error> {
-        let mut outgoing = self.encode_head(&head, body);
+        let mut outgoing = self.encode_head(&request, body);
         poll_fn(|cx| self.poll_send(cx, body, &mut outgoing)).await
     }
 
-    fn encode_head(&mut self, head: &UpstreamHead<'_>, body: &OutBody) -> Outgoing {
+    fn encode_head(&mut self, request: &UpstreamHead<'_>, body: &OutBody) -> Outgoing {
         let w = &mut self.write;
         w.clear();
         self.written = 0;
-        w.extend_from_slice(head.head.method.as_str().as_bytes());
+        w.extend_from_slice(request.head.method.as_str().as_bytes());
         w.push(b' ');
-        let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let target = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
         w.extend_from_slice(if target.is_empty() {
             b"/"
         } else {
             target.as_bytes()
         });
         w.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in head.headers() {
+        for (name, value) in request.headers() {
             w.extend_from_slice(name.as_str().as_bytes());
             w.extend_from_slice(b": ");
             w.extend_from_slice(value.as_bytes());
             w.extend_from_slice(b"\r\n");
         }
-        let outgoing = outgoing_framing(head, body);
+        let outgoing = outgoing_framing(request, body);
         match outgoing {
             Some(framing) => {
                 w.extend_from_slice(b"\r\n");
                 framing
             }
             None if body.is_end_stream() => {
-                if matches!(head.head.method, Method::POST | Method::PUT | Method::PATCH) {
+                if matches!(
+                    request.head.method,
+                    Method::POST | Method::PUT | Method::PATCH
+                ) {
                     w.extend_from_slice(b"content-length: 0\r\n");
                 }
                 w.extend_from_slice(b"\r\n");
@@ -695,13 +698,13 @@ fn parse_response<'b>(
 }
 
 /// The framing the request's own headers fix: its Content-Length, or a chunked Transfer-Encoding.
-fn outgoing_framing(head: &UpstreamHead<'_>, body: &OutBody) -> Option<Outgoing> {
-    if let Some(te) = head.header(&header::TRANSFER_ENCODING)
+fn outgoing_framing(request: &UpstreamHead<'_>, body: &OutBody) -> Option<Outgoing> {
+    if let Some(te) = request.header(&header::TRANSFER_ENCODING)
         && te.as_bytes().eq_ignore_ascii_case(b"chunked")
     {
         return Some(Outgoing::Chunked);
     }
-    let length = head.header(&header::CONTENT_LENGTH)?;
+    let length = request.header(&header::CONTENT_LENGTH)?;
     let length = length.to_str().ok()?.trim().parse::<u64>().ok()?;
     Some(if length == 0 && body.is_end_stream() {
         Outgoing::Done

@@ -297,14 +297,14 @@ impl<'a> UpstreamHead<'a> {
 /// handed back so the caller may retry the request elsewhere.
 pub(crate) async fn call(
     endpoint: &Endpoint,
-    head: UpstreamHead<'_>,
+    request: UpstreamHead<'_>,
     mut body: OutBody,
     options: CallOptions,
 ) -> Result<Response<UpstreamBody>, (CallError, Option<OutBody>)> {
     // A pooled connection the upstream closed as it was taken fails without an answer; the request
     // then goes on the next one, or on a new connection.
     while let Some(idle) = take_idle(endpoint, options.keepalive) {
-        match exchange(endpoint, idle, head, body, options, true).await {
+        match exchange(endpoint, idle, request, body, options, true).await {
             Ok(response) => return Ok(response),
             Err(Failed::Stale(_, returned)) => body = returned,
             Err(Failed::Error(err)) => return Err((err, None)),
@@ -322,7 +322,7 @@ pub(crate) async fn call(
         since: Instant::now(),
         served: 0,
     };
-    exchange(endpoint, idle, head, body, options, false)
+    exchange(endpoint, idle, request, body, options, false)
         .await
         .map_err(|failed| match failed {
             Failed::Stale(err, _) | Failed::Error(err) => (err, None),
@@ -340,21 +340,23 @@ enum Failed {
 async fn exchange(
     endpoint: &Endpoint,
     idle: Idle,
-    head: UpstreamHead<'_>,
+    request: UpstreamHead<'_>,
     body: OutBody,
     options: CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let Idle { sender, served, .. } = idle;
     match sender {
-        Sender::H1(conn) => exchange_h1(endpoint, conn, served, head, body, options, reused).await,
+        Sender::H1(conn) => {
+            exchange_h1(endpoint, conn, served, request, body, options, reused).await
+        }
         // Boxed: HTTP/2 upstreams are the rare case.
         Sender::H2(sender) => {
             Box::pin(exchange_h2(
                 endpoint,
                 sender,
                 served,
-                head.to_request(body),
+                request.to_request(body),
                 options,
                 reused,
             ))
@@ -368,7 +370,7 @@ async fn exchange_h1(
     endpoint: &Endpoint,
     mut conn: h1::Connection,
     served: u64,
-    head: UpstreamHead<'_>,
+    request: UpstreamHead<'_>,
     mut body: OutBody,
     options: CallOptions,
     reused: bool,
@@ -377,12 +379,12 @@ async fn exchange_h1(
     // One timer for the whole exchange: the send timeout, then the read timeout for the head, then
     // for each wait for the body.
     let mut timer = Box::pin(tokio::time::sleep(options.send_timeout));
-    let head = match within(&mut timer, conn.send(head, &mut body)).await {
+    let head = match within(&mut timer, conn.send(request, &mut body)).await {
         None => Err(Expired::Send),
         Some(Err(err)) => Ok(Err(err)),
         Some(Ok(())) => {
             timer.as_mut().reset(deadline_after(options.read_timeout));
-            match within(&mut timer, conn.read_head(&head.head.method)).await {
+            match within(&mut timer, conn.read_head(&request.head.method)).await {
                 None => Err(Expired::Read),
                 Some(head) => Ok(head),
             }
