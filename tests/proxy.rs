@@ -415,14 +415,7 @@ async fn oversized_body_is_413_before_the_upstream_is_contacted() {
         .expect("send");
     assert_eq!(resp.status(), 413);
     assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
-    let resp = gw
-        .client
-        .post(gw.url("/count"))
-        .body(vec![b'a'; 512])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.text().await.expect("body"), "512");
+    assert_eq!(counted_upload(&gw, 512).await, "512");
 }
 
 #[tokio::test]
@@ -447,15 +440,20 @@ async fn chunked_body_over_the_limit_is_413() {
     // next request goes out on a new one.
     assert_eq!(resp.headers()["connection"], "close");
     for _ in 0..3 {
-        let resp = gw
-            .client
-            .post(gw.url("/count"))
-            .body(vec![b'a'; 512])
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.text().await.expect("body"), "512");
+        assert_eq!(counted_upload(&gw, 512).await, "512");
     }
+}
+
+/// Uploads `len` bytes to the counting upstream behind `/count`; returns the size it counted.
+async fn counted_upload(gw: &TestGateway, len: usize) -> String {
+    let resp = gw
+        .client
+        .post(gw.url("/count"))
+        .body(vec![b'a'; len])
+        .send()
+        .await
+        .expect("send");
+    resp.text().await.expect("body")
 }
 
 /// Reads one response (head and `Content-Length` body) from a raw connection; returns the head,
