@@ -89,6 +89,25 @@ local function header_name(k)
 end
 _M.header_name = header_name
 
+-- The natives' ids of header names (see native.header_id), for the setters on the hot path: a number
+-- crosses into Rust for free, where a name is copied and looked up. `false` when a name has no id
+-- (it is invalid, or the worker knows too many names): callers then pass the name.
+local header_ids, remember_id = require("moongate.memo").new(512)
+local function header_id(k)
+    local id = header_ids[k]
+    if id ~= nil then
+        return id
+    end
+    if type(k) ~= "string" then
+        return false
+    end
+    id = require("moongate.native").header_id(header_name(k)) or false
+    remember_id(k, id)
+    return id
+end
+_M.header_ids = header_ids
+_M.header_id = header_id
+
 -- Flattens ngx.print arguments (strings, numbers, booleans, nil, ngx.null, nested arrays).
 local function flatten(buf, n, v, null)
     local tv = type(v)
@@ -138,6 +157,7 @@ function _M.install(native)
     local native_exit = native.exit
     local native_resp_header = native.resp_header
     local native_resp_set_header = native.resp_set_header
+    local native_resp_set_header_id = native.resp_set_header_id
     local null = native.null
 
     -- constants ---------------------------------------------------------------------------------
@@ -432,6 +452,12 @@ function _M.install(native)
             return native_resp_header(header_name(k))
         end,
         __newindex = function(_, k, v)
+            if type(v) == "string" then
+                local id = header_ids[k] or header_id(k)
+                if id then
+                    return native_resp_set_header_id(id, v)
+                end
+            end
             if v ~= nil and type(v) ~= "table" then
                 v = tostring(v)
             end

@@ -23,7 +23,11 @@ local function ctx_of()
     return ngx_ctx and (ngx_ctx.api_ctx or ngx_ctx)
 end
 
-local header_name = require("moongate.ngx").header_name
+local moongate_ngx = require("moongate.ngx")
+local header_name = moongate_ngx.header_name
+local header_ids = moongate_ngx.header_ids
+local header_id = moongate_ngx.header_id
+local native_resp_set_header_id = native.resp_set_header_id
 
 -- Registers fn(code, body, headers, conf) -> code, body, headers, run by exit() for this request.
 function _M.exit_insert_callback(fn, conf)
@@ -176,8 +180,15 @@ local function set_header(append, ...)
     end
 end
 
--- set_header(name, value) is by far the most common call: it skips the general path's varargs.
+-- set_header(name, value) with a text value is by far the most common call: it names the header by
+-- its id and skips the general path.
 function _M.set_header(name, value, ...)
+    if type(value) == "string" and ... == nil then
+        local id = header_ids[name] or header_id(name)
+        if id then
+            return native_resp_set_header_id(id, value)
+        end
+    end
     if type(name) ~= "string" or select("#", ...) > 0 then
         if value == nil and select("#", ...) == 0 then
             return set_header(false, name) -- set_header({name = value, ...})

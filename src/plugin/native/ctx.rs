@@ -37,19 +37,27 @@ fn current() -> mlua::Result<Rc<RequestState>> {
 type HeaderArg = Either<Option<BString>, Value>;
 
 /// How many parsed header names a worker keeps.
-const HEADER_NAMES_MAX: usize = 512;
+const KNOWN_NAMES_MAX: usize = 512;
 
-thread_local! {
-    /// Header names as plugins wrote them, parsed: the same few names come with every request, and
-    /// parsing a name that is not a standard one allocates.
-    static HEADER_NAMES: RefCell<FxHashMap<Box<[u8]>, HeaderName>> =
-        RefCell::new(FxHashMap::default());
+/// Header names as plugins wrote them, parsed: the same few names come with every request, and
+/// parsing a name that is not a standard one allocates. A name keeps its index for the life of
+/// the worker, so Lua can pass the index instead of the text (see `header_id`): a number crosses
+/// into Rust without a copy or a lookup.
+#[derive(Default)]
+struct KnownNames {
+    ids: FxHashMap<Box<[u8]>, u32>,
+    names: Vec<HeaderName>,
 }
 
-fn header_name(name: &[u8]) -> mlua::Result<HeaderName> {
-    HEADER_NAMES.with_borrow_mut(|known| {
-        if let Some(parsed) = known.get(name) {
-            return Ok(parsed.clone());
+thread_local! {
+    static KNOWN_NAMES: RefCell<KnownNames> = RefCell::new(KnownNames::default());
+}
+
+/// The parsed name, and its index while the worker has room for new ones.
+fn known_name(name: &[u8]) -> mlua::Result<(HeaderName, Option<u32>)> {
+    KNOWN_NAMES.with_borrow_mut(|known| {
+        if let Some(&id) = known.ids.get(name) {
+            return Ok((known.names[id as usize].clone(), Some(id)));
         }
         let parsed = HeaderName::from_bytes(name).map_err(|_| {
             mlua::Error::runtime(format!(
@@ -57,12 +65,24 @@ fn header_name(name: &[u8]) -> mlua::Result<HeaderName> {
                 String::from_utf8_lossy(name)
             ))
         })?;
-        if known.len() >= HEADER_NAMES_MAX {
-            known.clear();
+        if known.names.len() >= KNOWN_NAMES_MAX {
+            return Ok((parsed, None));
         }
-        known.insert(name.into(), parsed.clone());
-        Ok(parsed)
+        let id = known.names.len() as u32;
+        known.names.push(parsed.clone());
+        known.ids.insert(name.into(), id);
+        Ok((parsed, Some(id)))
     })
+}
+
+fn header_name(name: &[u8]) -> mlua::Result<HeaderName> {
+    known_name(name).map(|(parsed, _)| parsed)
+}
+
+fn header_name_by_id(id: u32) -> mlua::Result<HeaderName> {
+    KNOWN_NAMES
+        .with_borrow(|known| known.names.get(id as usize).cloned())
+        .ok_or_else(|| mlua::Error::runtime(format!("unknown header id {id}")))
 }
 
 fn header_value(value: Vec<u8>) -> mlua::Result<HeaderValue> {
@@ -428,6 +448,23 @@ pub(crate) fn register(
             }
         })?,
     )?;
+    native.set(
+        "header_id",
+        lua.create_function(|_, name: BString| Ok(known_name(&name).ok().and_then(|(_, id)| id)))?,
+    )?;
+    native.set(
+        "resp_set_header_id",
+        lua.create_function(|_, (id, value): (u32, BString)| {
+            let state = current()?;
+            let mut resp = state.resp.borrow_mut();
+            if resp.sent {
+                return Err(mlua::Error::runtime("headers have already been sent"));
+            }
+            resp.headers
+                .insert(header_name_by_id(id)?, header_value(value.into())?);
+            Ok(())
+        })?,
+    )?;
     for (fname, add) in [("resp_set_header", false), ("resp_add_header", true)] {
         native.set(
             fname,
@@ -637,3 +674,33 @@ pub(crate) fn register(
 /// plugins can cache lookups keyed by the table.
 #[derive(Default)]
 struct ConsumerCache(std::collections::HashMap<String, (u64, Table)>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_keep_their_id_while_the_worker_has_room() {
+        let (stamp, id) = known_name(b"x-stamp").expect("a valid name");
+        let id = id.expect("room for the first name");
+        assert_eq!(stamp, "x-stamp");
+        assert_eq!(known_name(b"x-stamp").expect("known").1, Some(id));
+        assert_eq!(header_name_by_id(id).expect("known id"), "x-stamp");
+        let (upper, upper_id) = known_name(b"X-Stamp").expect("a valid name");
+        assert_eq!(upper, "x-stamp", "names are compared as HTTP does");
+        assert_ne!(upper_id, Some(id), "each spelling has its own id");
+
+        let err = known_name(b"bad name").expect_err("a space is not allowed");
+        assert!(err.to_string().contains("invalid header name"), "{err}");
+        assert!(header_name_by_id(u32::MAX).is_err());
+
+        for i in 0..KNOWN_NAMES_MAX {
+            known_name(format!("x-filler-{i}").as_bytes()).expect("a valid name");
+        }
+        let (late, late_id) = known_name(b"x-late").expect("still parsed");
+        assert_eq!(late, "x-late");
+        assert_eq!(late_id, None, "no id once the worker knows too many names");
+        assert_eq!(known_name(b"x-stamp").expect("known").1, Some(id));
+        assert_eq!(header_name_by_id(id).expect("ids stay valid"), "x-stamp");
+    }
+}

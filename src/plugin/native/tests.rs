@@ -88,6 +88,13 @@ native.resp_add_header = function(name, v)
         fake.resp_headers[k] = { old, v }
     end
 end
+-- Header ids as the real natives hand them out: one per name, kept for the life of the worker.
+local header_names = {}
+native.header_id = function(name)
+    header_names[#header_names + 1] = name
+    return #header_names
+end
+native.resp_set_header_id = function(id, v) native.resp_set_header(header_names[id], v) end
 native.resp_headers_sent = function() return fake.headers_sent end
 native.say = function(s) fake.out[#fake.out + 1] = s end
 native.exit = function(code) fake.exited = code end
@@ -982,6 +989,17 @@ fn response_exit_contract_and_headers() {
         eq(fake.resp_headers["x-e"][2], "b", "a list value")
         core.response.set_header({["X-F"] = "6"}, nil)
         eq(fake.resp_headers["x-f"], "6", "a table of headers with a trailing nil")
+        local native = require("moongate.native")
+        local with_ids = native.header_id
+        native.header_id = function() return nil end
+        core.response.set_header("X-No-Id", "v")
+        ngx.header["X-No-Id-Either"] = "w"
+        native.header_id = with_ids
+        eq(fake.resp_headers["x-no-id"], "v", "a name without an id goes by its text")
+        eq(fake.resp_headers["x-no-id-either"], "w")
+        core.response.set_header("X-G", "7")
+        core.response.set_header("X-G", "8")
+        eq(fake.resp_headers["x-g"], "8", "a name with an id, set twice")
         ngx.header["Content_Type"] = "text/plain"
         eq(fake.resp_headers["content-type"], "text/plain", "ngx.header maps _ to -")
         eq(ngx.header.content_type, "text/plain")
