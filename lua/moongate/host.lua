@@ -21,6 +21,8 @@ local load = load
 local traceback = debug.traceback
 local json_decode = native.json_decode
 local clear_tab = require("table.clear")
+local new_tab = require("table.new")
+local getmetatable = getmetatable
 local release_vars = core.ctx.release_vars
 
 local MARK = "this is a mark for our injected plugin schema"
@@ -286,13 +288,25 @@ end
 -- The chain of one route: global-rule plugins first, then the route's own (merged service,
 -- plugin_config and route confs), each group by priority. Returns the chain and its phase set.
 -- `route` carries the facts every request's ctx shares: id, conf version, service id, object.
+-- Chains are made with room for their entries in the array part: the interpreter indexes and
+-- measures an array part on its fast path, and a chain's few entries would otherwise land in the
+-- hash part.
+local function new_chain(size, from)
+    local chain = new_tab(size, 4)
+    chain.route_id = from.route_id
+    chain.conf_version = from.conf_version
+    chain.service_id = from.service_id
+    chain.matched_route = from.matched_route
+    return chain
+end
+
 function _M.build_chain(globals, own, route)
-    local chain = {
+    local chain = new_chain(#globals + #own, {
         route_id = route.id,
         conf_version = route.conf_version,
         service_id = route.service_id,
         matched_route = { key = "/apisix/routes/" .. route.id, value = json_decode(route.value) },
-    }
+    })
     local on_route = {}
     for i = 1, #own do
         local mod = _M.plugins[own[i].name]
@@ -347,7 +361,11 @@ local function init_ctx(ctx, chain)
     end
     clear_tab(ctx)
     ctx._route_chain = chain
-    setmetatable(ctx, CTX_MT)
+    -- A pooled table keeps its metatable through clear_tab; setmetatable on a table that has one
+    -- leaves the interpreter's fast path.
+    if getmetatable(ctx) ~= CTX_MT then
+        setmetatable(ctx, CTX_MT)
+    end
 end
 
 -- Consumer chains, per route chain and consumer object (both stay the same tables until the
@@ -427,12 +445,7 @@ function merge(chain, list)
     for _, e in ipairs(added) do
         replaced[e.name] = true
     end
-    local merged = {
-        route_id = chain.route_id,
-        conf_version = chain.conf_version,
-        service_id = chain.service_id,
-        matched_route = chain.matched_route,
-    }
+    local merged = new_chain(#chain + #added, chain)
     local own = {}
     for _, e in ipairs(chain) do
         if not replaced[e.name] then
@@ -481,7 +494,6 @@ function _M.run_phase(phase_index, chain, ctx, fresh)
         init_ctx(ctx, chain)
     end
     local phase = PHASES[phase_index]
-    local exiting = EXITING[phase]
     for i = 1, #chain do
         local e = chain[i]
         local f = e.mod[phase]
@@ -497,7 +509,7 @@ function _M.run_phase(phase_index, chain, ctx, fresh)
                 end
                 error("plugin " .. e.name .. " failed in " .. phase .. ": " .. tostring(code), 0)
             end
-            if exiting and (code ~= nil or body ~= nil) then
+            if (code ~= nil or body ~= nil) and EXITING[phase] then
                 if type(code) ~= "number" then
                     error("plugin " .. e.name .. " returned a non-number status code from " .. phase, 0)
                 end
