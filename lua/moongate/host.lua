@@ -285,9 +285,6 @@ local function entries(list, out, skip, global)
     end
 end
 
--- The chain of one route: global-rule plugins first, then the route's own (merged service,
--- plugin_config and route confs), each group by priority. Returns the chain and its phase set.
--- `route` carries the facts every request's ctx shares: id, conf version, service id, object.
 -- Chains are made with room for their entries in the array part: the interpreter indexes and
 -- measures an array part on its fast path, and a chain's few entries would otherwise land in the
 -- hash part.
@@ -300,6 +297,9 @@ local function new_chain(size, from)
     return chain
 end
 
+-- The chain of one route: global-rule plugins first, then the route's own (merged service,
+-- plugin_config and route confs), each group by priority. Returns the chain and its phase set.
+-- `route` carries the facts every request's ctx shares: id, conf version, service id, object.
 function _M.build_chain(globals, own, route)
     local chain = new_chain(#globals + #own, {
         route_id = route.id,
