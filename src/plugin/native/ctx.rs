@@ -12,7 +12,7 @@ use mlua::{BString, Either, ExternalResult, Lua, LuaSerdeExt, MultiValue, Table,
 use rustc_hash::FxHashMap;
 
 use crate::plugin::PluginSettings;
-use crate::plugin::request::{ReqBody, RequestState, with_current};
+use crate::plugin::request::{ReqBody, RequestState, RespState, with_current};
 use crate::plugin::time_limit;
 use crate::proxy::RequestVars;
 use crate::router::Vars;
@@ -111,6 +111,14 @@ pub(crate) fn headers_table(lua: &Lua, headers: &HeaderMap) -> mlua::Result<Tabl
         }
     }
     Ok(t)
+}
+
+/// The response headers, while plugins may still change them: an error once they went out.
+fn unsent_headers(resp: &mut RespState) -> mlua::Result<&mut HeaderMap> {
+    if resp.sent {
+        return Err(mlua::Error::runtime("headers have already been sent"));
+    }
+    Ok(&mut resp.headers)
 }
 
 /// Sets (`add = false`) or appends one header from a Lua value: string, number, boolean, array, or
@@ -457,12 +465,13 @@ pub(crate) fn register(
         lua.create_function(|_, (id, value): (u32, BString)| {
             let state = current()?;
             let mut resp = state.resp.borrow_mut();
-            if resp.sent {
-                return Err(mlua::Error::runtime("headers have already been sent"));
-            }
-            resp.headers
-                .insert(header_name_by_id(id)?, header_value(value.into())?);
-            Ok(())
+            let headers = unsent_headers(&mut resp)?;
+            put_header(
+                headers,
+                header_name_by_id(id)?,
+                Either::Left(Some(value)),
+                false,
+            )
         })?,
     )?;
     for (fname, add) in [("resp_set_header", false), ("resp_add_header", true)] {
@@ -471,11 +480,8 @@ pub(crate) fn register(
             lua.create_function(move |_, (name, value): (BString, HeaderArg)| {
                 let state = current()?;
                 let mut resp = state.resp.borrow_mut();
-                if resp.sent {
-                    return Err(mlua::Error::runtime("headers have already been sent"));
-                }
-                let name = header_name(&name)?;
-                put_header(&mut resp.headers, name, value, add)
+                let headers = unsent_headers(&mut resp)?;
+                put_header(headers, header_name(&name)?, value, add)
             })?,
         )?;
     }
