@@ -31,6 +31,7 @@ local EXITING = { rewrite = true, access = true, before_proxy = true }
 
 local _M = { plugins = {} }
 local meta_schema
+local runners_of
 
 -- `require("apisix.plugin").get(name)` finds the loaded module here.
 native.plugin_module = function(name)
@@ -180,18 +181,6 @@ local function by_priority(a, b)
     return a.priority > b.priority
 end
 
-local function phases_of(chain)
-    local phases = {}
-    for _, e in ipairs(chain) do
-        for _, phase in ipairs(PHASES) do
-            if type(e.mod[phase]) == "function" then
-                phases[phase] = true
-            end
-        end
-    end
-    return phases
-end
-
 -- Fields listed in a schema's encrypt_fields are stored encrypted (apisix.data_encryption): the
 -- plugin runs on the plaintext. A value no key decrypts stays as it is.
 function _M.decrypt_fields(conf, fields)
@@ -298,8 +287,8 @@ local function new_chain(size, from)
 end
 
 -- The chain of one route: global-rule plugins first, then the route's own (merged service,
--- plugin_config and route confs), each group by priority. Returns the chain and its phase set.
--- `route` carries the facts every request's ctx shares: id, conf version, service id, object.
+-- plugin_config and route confs), each group by priority. Returns the chain and its runners (see
+-- runners_of). `route` carries the facts every request's ctx shares: id, conf version, service id, object.
 function _M.build_chain(globals, own, route)
     local chain = new_chain(#globals + #own, {
         route_id = route.id,
@@ -316,7 +305,7 @@ function _M.build_chain(globals, own, route)
     end
     entries(globals, chain, on_route, true)
     entries(own, chain, nil, false)
-    return chain, phases_of(chain)
+    return chain, runners_of(chain)
 end
 
 -- The route facts APISIX puts in ctx, and the chain field each comes from.
@@ -403,8 +392,8 @@ local function consumer_plugins(consumer)
 end
 
 -- After rewrite, an authenticated consumer's plugins (and its group's) join the chain. Returns the
--- merged chain, its phases and the newly added entries (whose rewrite runs next, as APISIX's
--- rewrite_in_consumer), or nil when nothing changes.
+-- merged chain, its runners and the runner of the newly added entries' rewrite (which runs next, as
+-- APISIX's rewrite_in_consumer), or nil when nothing changes.
 function _M.merge_consumer(chain, ctx)
     local consumer = ctx.consumer
     if type(consumer) ~= "table" then
@@ -431,7 +420,7 @@ function _M.merge_consumer(chain, ctx)
     ctx.conf_id = tostring(chain.route_id) .. "&" .. tostring(consumer.username)
     ctx.conf_version = tostring(chain.conf_version) .. "&"
         .. tostring(consumer.modifiedIndex or consumer.update_time or 0)
-    return cached.chain, cached.phases, cached.added
+    return cached.chain, cached.runners, cached.added_rewrite
 end
 
 -- The chain with consumer plugins merged in, or nil when `list` adds nothing.
@@ -463,7 +452,9 @@ function merge(chain, list)
     for _, e in ipairs(own) do
         merged[#merged + 1] = e
     end
-    return { chain = merged, phases = phases_of(merged), added = added }
+    -- The rewrite runner of the added entries alone (nil when none of them has a rewrite).
+    local added_rewrite = runners_of(merged, added)[1]
+    return { chain = merged, runners = runners_of(merged), added_rewrite = added_rewrite }
 end
 
 local function on_error(err)
@@ -487,74 +478,130 @@ local function run_pre_function(e, ctx)
     end
 end
 
--- Runs one phase of a chain (`phase_index` into PHASES) with the request's ctx, which the first
--- call of a request sets up (`fresh`). Returns true when a plugin ended the request.
-function _M.run_phase(phase_index, chain, ctx, fresh)
-    if fresh then
-        init_ctx(ctx, chain)
+-- What a phase function's call came to, when it raised or returned something: true when the
+-- request ended (`ngx.exit`, or `return code, body` from a phase that may end it); raises when the
+-- plugin failed.
+local function ended_by(e, phase, ok, code, body)
+    if not ok then
+        if code == EXIT then
+            return true
+        end
+        error("plugin " .. e.name .. " failed in " .. phase .. ": " .. tostring(code), 0)
     end
-    local phase = PHASES[phase_index]
-    for i = 1, #chain do
-        local e = chain[i]
-        local f = e.mod[phase]
-        if f and (not e.filter or filter_passes(e, ctx)) then
-            ctx._plugin_name = e.name
-            if e.pre_function then
-                run_pre_function(e, ctx)
-            end
-            local ok, code, body = xpcall(f, on_error, e.conf, ctx)
-            if not ok then
-                if code == EXIT then
-                    return true
-                end
-                error("plugin " .. e.name .. " failed in " .. phase .. ": " .. tostring(code), 0)
-            end
-            if (code ~= nil or body ~= nil) and EXITING[phase] then
-                if type(code) ~= "number" then
-                    error("plugin " .. e.name .. " returned a non-number status code from " .. phase, 0)
-                end
-                if code >= 400 then
-                    core.log.warn(e.name, " exits with http status code ", code)
-                    local meta = e.conf._meta
-                    if type(meta) == "table" and meta.error_response then
-                        body = meta.error_response
-                    end
-                end
-                local exited, err = pcall(core.response.exit_returned, code, body)
-                if not exited and err ~= EXIT then
-                    error("plugin " .. e.name .. " failed to exit: " .. tostring(err), 0)
-                end
-                return true
-            end
+    if not EXITING[phase] then
+        return false
+    end
+    if type(code) ~= "number" then
+        error("plugin " .. e.name .. " returned a non-number status code from " .. phase, 0)
+    end
+    if code >= 400 then
+        core.log.warn(e.name, " exits with http status code ", code)
+        local meta = e.conf._meta
+        if type(meta) == "table" and meta.error_response then
+            body = meta.error_response
         end
     end
-    ctx._plugin_name = nil
-    return false
+    local exited, err = pcall(core.response.exit_returned, code, body)
+    if not exited and err ~= EXIT then
+        error("plugin " .. e.name .. " failed to exit: " .. tostring(err), 0)
+    end
+    return true
 end
 
--- Runs the body filters on one chunk; returns the chunk to send. `fresh` as for run_phase.
-function _M.run_body_filter(chain, ctx, fresh, chunk, eof)
-    if fresh then
-        init_ctx(ctx, chain)
-    end
-    local arg = ngx.arg
-    arg[1] = chunk
-    arg[2] = eof
-    for i = 1, #chain do
-        local e = chain[i]
-        local f = e.mod.body_filter
-        if f and (not e.filter or filter_passes(e, ctx)) then
-            ctx._plugin_name = e.name
-            if e.pre_function then
-                run_pre_function(e, ctx)
-            end
-            local ok, err = xpcall(f, on_error, e.conf, ctx)
-            if not ok and err ~= EXIT then
-                error("plugin " .. e.name .. " failed in body_filter: " .. tostring(err), 0)
-            end
+-- The entries of `list` that have a `phase` function, and those functions, in two arrays.
+local function with_phase(list, phase)
+    local n = 0
+    for i = 1, #list do
+        if type(list[i].mod[phase]) == "function" then
+            n = n + 1
         end
     end
-    return arg[1]
+    local found, fns = new_tab(n, 0), new_tab(n, 0)
+    for i = 1, #list do
+        local f = list[i].mod[phase]
+        if type(f) == "function" then
+            found[#found + 1] = list[i]
+            fns[#fns + 1] = f
+        end
+    end
+    return found, fns, n
+end
+
+-- The runner of one request-side or header_filter/log phase: called with the request's ctx, which
+-- the first call of a request sets up (`fresh`), it runs the phase function of each entry in turn
+-- and returns true when one ended the request.
+local function phase_runner(chain, list, phase)
+    local found, fns, n = with_phase(list, phase)
+    if n == 0 then
+        return nil
+    end
+    return function(ctx, fresh)
+        if fresh then
+            init_ctx(ctx, chain)
+        end
+        for i = 1, n do
+            local e = found[i]
+            if not e.filter or filter_passes(e, ctx) then
+                ctx._plugin_name = e.name
+                if e.pre_function then
+                    run_pre_function(e, ctx)
+                end
+                local ok, code, body = xpcall(fns[i], on_error, e.conf, ctx)
+                if (not ok or code ~= nil or body ~= nil) and ended_by(e, phase, ok, code, body) then
+                    return true
+                end
+            end
+        end
+        ctx._plugin_name = nil
+        return false
+    end
+end
+
+-- The runner of body_filter: called with the ctx, `fresh` as above, and one chunk; returns the chunk
+-- to send (`ngx.arg[1]` as the filters left it).
+local function body_filter_runner(chain, list)
+    local found, fns, n = with_phase(list, "body_filter")
+    if n == 0 then
+        return nil
+    end
+    return function(ctx, fresh, chunk, eof)
+        if fresh then
+            init_ctx(ctx, chain)
+        end
+        local arg = ngx.arg
+        arg[1] = chunk
+        arg[2] = eof
+        for i = 1, n do
+            local e = found[i]
+            if not e.filter or filter_passes(e, ctx) then
+                ctx._plugin_name = e.name
+                if e.pre_function then
+                    run_pre_function(e, ctx)
+                end
+                local ok, err = xpcall(fns[i], on_error, e.conf, ctx)
+                if not ok and err ~= EXIT then
+                    error("plugin " .. e.name .. " failed in body_filter: " .. tostring(err), 0)
+                end
+            end
+        end
+        return arg[1]
+    end
+end
+
+-- A chain's runners by phase number (the position in PHASES), only for the phases some entry of
+-- `list` (the whole chain by default) has. Rust calls a runner per phase of each request: a runner
+-- holds the entries that have its phase, so a call passes nothing but the ctx and skips the rest.
+function runners_of(chain, list)
+    list = list or chain
+    local runners = {}
+    for index, phase in ipairs(PHASES) do
+        if phase == "body_filter" then
+            runners[index] = body_filter_runner(chain, list)
+        else
+            runners[index] = phase_runner(chain, list, phase)
+        end
+    end
+    return runners
 end
 
 -- Calls every plugin's destroy() when the VM is replaced.

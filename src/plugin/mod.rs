@@ -76,10 +76,6 @@ impl Phase {
         Phase::BodyFilter,
         Phase::Log,
     ];
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
 }
 
 /// Why plugin code could not run.

@@ -28,10 +28,11 @@ const MEMORY_LIMIT_MARK: &str = "moongate: plugin memory limit exceeded";
 const CTX_POOL_MAX: usize = 256;
 
 /// The plugins of one route (global-rule plugins first), compiled into a Lua array once per config
-/// version: conf tables with schema defaults filled, sorted by priority.
+/// version: conf tables with schema defaults filled, sorted by priority. Each phase some plugin has
+/// gets a runner, a Lua function that runs that phase of the chain on a request's ctx.
 pub(crate) struct Chain {
     table: Table,
-    phases: u8,
+    runners: [Option<Function>; Phase::ALL.len()],
     /// The config version it was built for.
     version: (u64, u64),
 }
@@ -39,7 +40,11 @@ pub(crate) struct Chain {
 impl Chain {
     /// Whether any plugin of the chain has this phase.
     pub(crate) fn has(&self, phase: Phase) -> bool {
-        self.phases & phase.bit() != 0
+        self.runner(phase).is_some()
+    }
+
+    fn runner(&self, phase: Phase) -> Option<&Function> {
+        self.runners[phase as usize].as_ref()
     }
 }
 
@@ -47,8 +52,6 @@ impl Chain {
 pub(crate) struct Vm {
     lua: Lua,
     pub(crate) generation: u64,
-    run_phase: Function,
-    body_filter: Function,
     build_chain: Function,
     merge_consumer: Function,
     check: Function,
@@ -113,8 +116,6 @@ impl Vm {
         .map_err(vm_err)?;
         let get = |name: &str| host.get::<Function>(name).map_err(vm_err);
         Ok(Vm {
-            run_phase: get("run_phase")?,
-            body_filter: get("run_body_filter")?,
             build_chain: get("build_chain")?,
             merge_consumer: get("merge_consumer")?,
             check: get("check")?,
@@ -228,11 +229,10 @@ impl Vm {
             info.raw_set("service_id", service.as_str())?;
         }
         info.raw_set("value", route.value.to_string())?;
-        let (table, phases): (Table, Table) = self.build_chain.call((globals, own, info))?;
-        let bits = phase_bits(&phases);
+        let (table, runners): (Table, Table) = self.build_chain.call((globals, own, info))?;
         let chain = Rc::new(Chain {
             table,
-            phases: bits,
+            runners: runners_by_phase(&runners)?,
             version,
         });
         let mut chains = self.chains.borrow_mut();
@@ -252,22 +252,22 @@ impl Vm {
         ctx: &Table,
     ) -> Result<Option<(Rc<Chain>, Chain)>, PluginError> {
         let _stretch = self.stretch();
-        let (merged, phases, added): (Option<Table>, Option<Table>, Option<Table>) =
+        let (merged, runners, added_rewrite): (Option<Table>, Option<Table>, Option<Function>) =
             self.merge_consumer.call((&chain.table, ctx))?;
-        let (Some(merged), Some(phases), Some(added)) = (merged, phases, added) else {
+        let (Some(merged), Some(runners)) = (merged, runners) else {
             return Ok(None);
         };
-        let bits = phase_bits(&phases);
-        let merged = Rc::new(Chain {
-            table: merged,
-            phases: bits,
-            version: chain.version,
-        });
-        let added = Chain {
-            table: added,
-            phases: Phase::Rewrite.bit(),
+        let mut added = Chain {
+            table: merged.clone(),
+            runners: Default::default(),
             version: chain.version,
         };
+        added.runners[Phase::Rewrite as usize] = added_rewrite;
+        let merged = Rc::new(Chain {
+            table: merged,
+            runners: runners_by_phase(&runners)?,
+            version: chain.version,
+        });
         Ok(Some((merged, added)))
     }
 
@@ -281,12 +281,11 @@ impl Vm {
         chain: &Chain,
         ctx: &mut Option<Table>,
     ) -> Result<bool, PluginError> {
+        let Some(runner) = chain.runner(phase) else {
+            return Ok(false);
+        };
         let (ctx, fresh) = self.request_ctx(ctx)?;
-        // The phase goes as its index into the Lua side's phase list: a number crosses for free,
-        // a string would be interned on every call.
-        let call = self
-            .run_phase
-            .call_async::<bool>((phase.index(), &chain.table, ctx, fresh));
+        let call = runner.call_async::<bool>((ctx, fresh));
         let result = time_limit::limited(self.time_limit, call).await;
         self.map_result(result)
     }
@@ -299,11 +298,12 @@ impl Vm {
         chain: &Chain,
         ctx: &mut Option<Table>,
     ) -> Result<(), PluginError> {
+        let Some(runner) = chain.runner(phase) else {
+            return Ok(());
+        };
         let (ctx, fresh) = self.request_ctx(ctx)?;
         let _stretch = self.stretch();
-        let result = self
-            .run_phase
-            .call::<bool>((phase.index(), &chain.table, ctx, fresh));
+        let result = runner.call::<bool>((ctx, fresh));
         self.map_result(result).map(|_| ())
     }
 
@@ -315,16 +315,13 @@ impl Vm {
         chunk: Bytes,
         eof: bool,
     ) -> Result<Bytes, PluginError> {
+        let Some(runner) = chain.runner(Phase::BodyFilter) else {
+            return Ok(chunk);
+        };
         let (ctx, fresh) = self.request_ctx(ctx)?;
         let chunk = self.lua.create_string(&chunk)?;
         let _stretch = self.stretch();
-        let result = self.body_filter.call::<Option<mlua::LuaString>>((
-            &chain.table,
-            ctx,
-            fresh,
-            chunk,
-            eof,
-        ));
+        let result = runner.call::<Option<mlua::LuaString>>((ctx, fresh, chunk, eof));
         let out = self.map_result(result)?;
         Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
     }
@@ -392,12 +389,13 @@ impl Vm {
     }
 }
 
-/// The phases a chain has, from the `{phase = true}` table Lua returns.
-fn phase_bits(phases: &Table) -> u8 {
-    Phase::ALL
-        .into_iter()
-        .filter(|p| phases.get::<bool>(p.name()).unwrap_or(false))
-        .fold(0, |bits, p| bits | p.bit())
+/// A chain's runners from the table Lua returns, keyed by each phase's position in [`Phase::ALL`].
+fn runners_by_phase(runners: &Table) -> mlua::Result<[Option<Function>; Phase::ALL.len()]> {
+    let mut by_phase: [Option<Function>; Phase::ALL.len()] = Default::default();
+    for phase in Phase::ALL {
+        by_phase[phase as usize] = runners.raw_get(phase.index())?;
+    }
+    Ok(by_phase)
 }
 
 fn plugin_info(name: &str, info: &Table) -> mlua::Result<PluginInfo> {
