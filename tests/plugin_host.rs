@@ -870,6 +870,28 @@ end
 }
 
 #[tokio::test]
+async fn header_filter_runs_on_the_answer_for_a_route_without_upstream() {
+    let stamp = bare_plugin(
+        "stamp",
+        r#"
+local core = require("apisix.core")
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-stamp", ngx.status .. " " .. ctx.var.uri)
+end
+"#,
+    );
+    let (gw, _up, _dir) = gateway_with(&[("stamp.lua", stamp)]).await;
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/none", "plugins": {"stamp": {}}}),
+    )
+    .await;
+    let resp = gw.get("/none").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-stamp"], "503 /none");
+}
+
+#[tokio::test]
 async fn response_phases_still_see_the_request() {
     let echo_arg = bare_plugin(
         "echoarg",

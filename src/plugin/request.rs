@@ -74,7 +74,7 @@ pub(crate) struct RequestState {
 pub(crate) struct Arrival {
     pub(crate) conn: ConnInfo,
     pub(crate) parts: http::request::Parts,
-    pub(crate) body: ClientBody,
+    pub(crate) body: ReqBody,
     /// The normalized path.
     pub(crate) path: String,
     pub(crate) matched: Matched,
@@ -102,7 +102,7 @@ impl RequestState {
             conn,
             parts: RefCell::new(parts),
             path: RefCell::new(path),
-            body: RefCell::new(ReqBody::Stream(body)),
+            body: RefCell::new(body),
             resp: RefCell::new(RespState::default()),
             vars: RefCell::new(FxHashMap::default()),
             phase: Cell::new(Phase::Rewrite),

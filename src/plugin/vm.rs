@@ -43,6 +43,11 @@ impl Chain {
         self.runner(phase).is_some()
     }
 
+    /// Whether any plugin of the chain runs before the request goes upstream.
+    pub(crate) fn has_request_side(&self) -> bool {
+        self.has(Phase::Rewrite) || self.has(Phase::Access) || self.has(Phase::BeforeProxy)
+    }
+
     fn runner(&self, phase: Phase) -> Option<&Function> {
         self.runners[phase as usize].as_ref()
     }

@@ -25,9 +25,9 @@ use super::plugins::PluginRun;
 use super::uri::{encode_path, normalize};
 use crate::admin::{self, Admin};
 use crate::error::status_for;
-use crate::plugin::{Arrival, Phase, PluginError, PluginHost, ReqBody, RequestState};
+use crate::plugin::{Arrival, Chain, Phase, PluginError, PluginHost, ReqBody, RequestState, Vm};
 use crate::router::{MatchInput, Vars};
-use crate::store::{RouteEntry, Store};
+use crate::store::{RouteEntry, Snapshot, Store};
 use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody, UpstreamHead};
 use crate::upstream::{HashOn, Node, PassHost, Upstream};
 
@@ -194,43 +194,83 @@ async fn serve(
     }
     // The route and node are named only for the access log.
     let route_id = log.then(|| route.id.clone());
-    let mut plugin_run = None;
-    let outbound = if let Some(host) = &dp.plugins
-        && (!route.plugins.is_empty() || !snapshot.global_plugins.is_empty())
-    {
-        let request = Arrival {
-            parts,
-            body,
-            path,
-            conn,
-            matched,
-        };
-        let state = Rc::new(RequestState::new(
-            request,
-            snapshot,
-            route.clone(),
-            dp.max_body,
-        ));
-        match plugins_before_proxy(dp, host, state).await {
-            Ok((run, outbound)) => {
-                plugin_run = Some(run);
-                outbound
-            }
-            Err(answered) => return (answered, route_id, None),
+    let plugins = dp
+        .plugins
+        .as_ref()
+        .filter(|_| !route.plugins.is_empty() || !snapshot.global_plugins.is_empty());
+    let chain = match plugins.map(|host| start_chain(host, &snapshot, &route)) {
+        None => None,
+        Some(Ok(started)) => Some(started),
+        Some(Err(status)) => return (error_page(status), route_id, None),
+    };
+    let mut after = After::Nothing;
+    let outbound = match chain {
+        Some((vm, chain)) if chain.has_request_side() => {
+            let request = Arrival {
+                parts,
+                body: ReqBody::Stream(body),
+                path,
+                conn,
+                matched,
+            };
+            let state = Rc::new(RequestState::new(
+                request,
+                snapshot,
+                route.clone(),
+                dp.max_body,
+            ));
+            let run = PluginRun {
+                vm,
+                chain,
+                ctx: None,
+                state,
+            };
+            // Boxed, in a statement of its own: the phases' futures would otherwise be part of
+            // every request's future, plain requests included.
+            let phases = Box::pin(request_phases(run));
+            let (run, upstream, attempts) = match phases.await {
+                Ok(ready) => ready,
+                Err(answered) => return (answered, route_id, None),
+            };
+            let (run, outbound) = plugin_outbound(dp, run, upstream, attempts);
+            after = After::Run(run);
+            outbound
         }
-    } else {
-        let Some(upstream) = route.upstream.clone() else {
-            return (no_upstream(&route), route_id, None);
-        };
-        let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
-        let uri = upstream_uri(&path, &parts.uri);
-        Outbound {
-            parts,
-            body: limit_body(dp, body),
-            uri,
-            upstream,
-            attempts,
-            host_override: None,
+        // No plugins, or only response-side phases (a header or a log plugin, the usual case): the
+        // request goes out as the client sent it. The plugins' view of it is made from its head
+        // when the response is back.
+        chain => {
+            let later = chain.map(|(vm, chain)| ResponseSide { vm, chain });
+            let Some(upstream) = route.upstream.clone() else {
+                let response = no_upstream(&route);
+                let response = match later {
+                    Some(later) => {
+                        let request = Arrival {
+                            parts,
+                            body: ReqBody::Reading,
+                            path,
+                            conn,
+                            matched,
+                        };
+                        later.start(request, snapshot, &route, dp).finish(response)
+                    }
+                    None => response,
+                };
+                return (response, route_id, None);
+            };
+            let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
+            let uri = upstream_uri(&path, &parts.uri);
+            if let Some(later) = later {
+                after = After::Start(later, path, matched, snapshot);
+            }
+            Outbound {
+                parts,
+                body: limit_body(dp, body),
+                uri,
+                upstream,
+                attempts,
+                host_override: None,
+            }
         }
     };
     // Boxed, in a statement of its own: kept inline, the forwarding future (the upstream exchange
@@ -238,14 +278,60 @@ async fn serve(
     // per request.
     let forwarding = Box::pin(forward(outbound, &route, (conn, peer), log));
     let (resp, node, head) = forwarding.await;
-    let resp = match plugin_run {
-        Some(run) => {
+    let resp = match after {
+        After::Nothing => resp,
+        After::Run(run) => {
             run.return_head(head);
             run.finish(resp)
         }
-        None => resp,
+        After::Start(later, path, matched, snapshot) => {
+            // The body went upstream.
+            let request = Arrival {
+                parts: head,
+                body: ReqBody::Reading,
+                path,
+                conn,
+                matched,
+            };
+            later.start(request, snapshot, &route, dp).finish(resp)
+        }
     };
     (resp, route_id, node)
+}
+
+/// What runs once the upstream answered.
+enum After {
+    /// Nothing: the route has no plugins.
+    Nothing,
+    /// The response-side phases of a run that already ran request-side phases.
+    Run(PluginRun),
+    /// The response-side phases of a chain without request-side phases, with what the plugins'
+    /// view of the request is made of besides its head.
+    Start(ResponseSide, String, Matched, Arc<Snapshot>),
+}
+
+/// A chain with response-side phases only, waiting for the response.
+struct ResponseSide {
+    vm: Rc<Vm>,
+    chain: Rc<Chain>,
+}
+
+impl ResponseSide {
+    fn start(
+        self,
+        request: Arrival,
+        snapshot: Arc<Snapshot>,
+        route: &Arc<RouteEntry>,
+        dp: &DataPlane,
+    ) -> PluginRun {
+        let state = RequestState::new(request, snapshot, route.clone(), dp.max_body);
+        PluginRun {
+            vm: self.vm,
+            chain: self.chain,
+            ctx: None,
+            state: Rc::new(state),
+        }
+    }
 }
 
 /// Where the router matched a request: the wildcard tail and `:param` captures.
@@ -285,52 +371,26 @@ where
     }
 }
 
-/// The request side of the plugin pipeline, in APISIX's phase order: rewrite, access, (pick a node)
-/// before_proxy. Returns the request to forward, or the response when a plugin ended the request
-/// (header_filter, body_filter and log still run on it, as in APISIX). The response side is
-/// [`PluginRun::finish`].
-async fn plugins_before_proxy(
-    dp: &DataPlane,
+/// The worker's VM and the route's chain on it. A failure is logged and answered with the status it
+/// gives.
+fn start_chain(
     host: &PluginHost,
-    state: Rc<RequestState>,
-) -> Result<(PluginRun, Outbound), Response<ProxyBody>> {
-    let run = start_plugins(host, state).map_err(error_page)?;
-    // Most chains have no request-side phase at all (a header or a log plugin): they need no
-    // future of their own.
-    if !(run.chain.has(Phase::Rewrite)
-        || run.chain.has(Phase::Access)
-        || run.chain.has(Phase::BeforeProxy))
-    {
-        let Some((upstream, attempts)) = pick_nodes(&run) else {
-            return Err(without_upstream(run));
-        };
-        return Ok(plugin_outbound(dp, run, upstream, attempts));
-    }
-    // Boxed, in a statement of its own: the phases' futures would otherwise be part of every
-    // request's future, plain requests included.
-    let phases = Box::pin(request_phases(run));
-    let (run, upstream, attempts) = phases.await?;
-    Ok(plugin_outbound(dp, run, upstream, attempts))
-}
-
-/// The request's plugin run: its worker's VM and the route's chain on it. A failure is logged and
-/// answered with the status it gives.
-fn start_plugins(host: &PluginHost, state: Rc<RequestState>) -> Result<PluginRun, StatusCode> {
+    snapshot: &Snapshot,
+    route: &RouteEntry,
+) -> Result<(Rc<Vm>, Rc<Chain>), StatusCode> {
     let failed = |err: PluginError| {
-        tracing::error!(route_id = %state.route.id, error = %err, "plugin failed");
+        tracing::error!(route_id = %route.id, error = %err, "plugin failed");
         status_for(&err)
     };
     let vm = host.worker_vm().map_err(failed)?;
-    let chain = vm.chain(&state.snapshot, &state.route).map_err(failed)?;
-    Ok(PluginRun {
-        vm,
-        chain,
-        ctx: None,
-        state,
-    })
+    let chain = vm.chain(snapshot, route).map_err(failed)?;
+    Ok((vm, chain))
 }
 
-/// rewrite and access, the node pick, then before_proxy.
+/// The request side of the plugin pipeline, in APISIX's phase order: rewrite and access, the node
+/// pick, then before_proxy. Returns the request to forward, or the response when a plugin ended
+/// the request (header_filter, body_filter and log still run on it, as in APISIX). The response
+/// side is [`PluginRun::finish`].
 async fn request_phases(
     mut run: PluginRun,
 ) -> Result<(PluginRun, Arc<Upstream>, Vec<Node>), Response<ProxyBody>> {
