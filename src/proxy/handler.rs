@@ -240,28 +240,31 @@ async fn serve(
         // request goes out as the client sent it. The plugins' view of it is made from its head
         // when the response is back.
         chain => {
-            let later = chain.map(|(vm, chain)| ResponseSide { vm, chain });
             let Some(upstream) = route.upstream.clone() else {
                 let response = no_upstream(&route);
-                let response = match later {
-                    Some(later) => {
-                        let request = Arrival {
-                            parts,
-                            body: ReqBody::Reading,
-                            path,
-                            conn,
-                            matched,
-                        };
-                        later.start(request, snapshot, &route, dp).finish(response)
-                    }
-                    None => response,
+                let Some((vm, chain)) = chain else {
+                    return (response, route_id, None);
                 };
-                return (response, route_id, None);
+                let later = ResponseSide {
+                    vm,
+                    chain,
+                    path,
+                    matched,
+                    snapshot,
+                };
+                let run = later.start(parts, conn, &route, dp);
+                return (run.finish(response), route_id, None);
             };
             let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
             let uri = upstream_uri(&path, &parts.uri);
-            if let Some(later) = later {
-                after = After::Start(later, path, matched, snapshot);
+            if let Some((vm, chain)) = chain {
+                after = After::Start(ResponseSide {
+                    vm,
+                    chain,
+                    path,
+                    matched,
+                    snapshot,
+                });
             }
             Outbound {
                 parts,
@@ -284,17 +287,7 @@ async fn serve(
             run.return_head(head);
             run.finish(resp)
         }
-        After::Start(later, path, matched, snapshot) => {
-            // The body went upstream.
-            let request = Arrival {
-                parts: head,
-                body: ReqBody::Reading,
-                path,
-                conn,
-                matched,
-            };
-            later.start(request, snapshot, &route, dp).finish(resp)
-        }
+        After::Start(later) => later.start(head, conn, &route, dp).finish(resp),
     };
     (resp, route_id, node)
 }
@@ -305,26 +298,37 @@ enum After {
     Nothing,
     /// The response-side phases of a run that already ran request-side phases.
     Run(PluginRun),
-    /// The response-side phases of a chain without request-side phases, with what the plugins'
-    /// view of the request is made of besides its head.
-    Start(ResponseSide, String, Matched, Arc<Snapshot>),
+    /// The response-side phases of a chain without request-side phases.
+    Start(ResponseSide),
 }
 
-/// A chain with response-side phases only, waiting for the response.
+/// A chain with response-side phases only, waiting for the response, and what the plugins' view
+/// of the request is made of besides its head.
 struct ResponseSide {
     vm: Rc<Vm>,
     chain: Rc<Chain>,
+    path: String,
+    matched: Matched,
+    snapshot: Arc<Snapshot>,
 }
 
 impl ResponseSide {
+    /// The plugin run on the request head that went upstream; the body went with it.
     fn start(
         self,
-        request: Arrival,
-        snapshot: Arc<Snapshot>,
+        parts: http::request::Parts,
+        conn: ConnInfo,
         route: &Arc<RouteEntry>,
         dp: &DataPlane,
     ) -> PluginRun {
-        let state = RequestState::new(request, snapshot, route.clone(), dp.max_body);
+        let request = Arrival {
+            parts,
+            body: ReqBody::Reading,
+            path: self.path,
+            conn,
+            matched: self.matched,
+        };
+        let state = RequestState::new(request, self.snapshot, route.clone(), dp.max_body);
         PluginRun {
             vm: self.vm,
             chain: self.chain,
