@@ -527,9 +527,10 @@ local function with_phase(list, phase)
     return found, fns, n
 end
 
--- The runner of one request-side or header_filter/log phase: called with the request's ctx, which
--- the first call of a request sets up (`fresh`), it runs the phase function of each entry in turn
--- and returns true when one ended the request.
+-- The runner of one phase: called with the request's ctx, which the first call of a request sets up
+-- (`fresh`), it runs the phase function of each entry in turn and returns true when one ended the
+-- request (which only rewrite, access and before_proxy can do; `ngx.exit` in a later phase ends
+-- that phase).
 local function phase_runner(chain, list, phase)
     local found, fns, n = with_phase(list, phase)
     if n == 0 then
@@ -560,30 +561,15 @@ end
 -- The runner of body_filter: called with the ctx, `fresh` as above, and one chunk; returns the chunk
 -- to send (`ngx.arg[1]` as the filters left it).
 local function body_filter_runner(chain, list)
-    local found, fns, n = with_phase(list, "body_filter")
-    if n == 0 then
+    local run = phase_runner(chain, list, "body_filter")
+    if not run then
         return nil
     end
     return function(ctx, fresh, chunk, eof)
-        if fresh then
-            init_ctx(ctx, chain)
-        end
         local arg = ngx.arg
         arg[1] = chunk
         arg[2] = eof
-        for i = 1, n do
-            local e = found[i]
-            if not e.filter or filter_passes(e, ctx) then
-                ctx._plugin_name = e.name
-                if e.pre_function then
-                    run_pre_function(e, ctx)
-                end
-                local ok, err = xpcall(fns[i], on_error, e.conf, ctx)
-                if not ok and err ~= EXIT then
-                    error("plugin " .. e.name .. " failed in body_filter: " .. tostring(err), 0)
-                end
-            end
-        end
+        run(ctx, fresh)
         return arg[1]
     end
 end
