@@ -5,14 +5,17 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mimalloc::MiMalloc;
 use moongate::cli::{Cli, Command};
 use moongate::{Gateway, shutdown, telemetry};
+use tikv_jemallocator::Jemalloc;
 
-// Per-request allocations (headers, bodies, Lua tables) dominate allocator traffic; mimalloc's
-// thread-local free lists suit the thread-per-core workers better than glibc's arenas.
+// Per-request allocations (headers, bodies, futures) dominate allocator traffic. jemalloc's
+// per-thread caches suit the thread-per-core workers, and it serves every allocation aligned to 16
+// bytes or less on its plain path. mimalloc 3, which Rust reaches through its aligned entry point,
+// over-allocated in a larger size class whenever a size had no free block at hand (about five times
+// per proxied request), and held more memory at rest.
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: Jemalloc = Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
