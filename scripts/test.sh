@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
+# A C compiler and make build LuaJIT and jemalloc.
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v luacheck >/dev/null 2>&1 || need_apt+=(lua-check)
 # The etcd tests start a real etcd server on loopback.
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
