@@ -288,7 +288,8 @@ end
 
 -- The chain of one route: global-rule plugins first, then the route's own (merged service,
 -- plugin_config and route confs), each group by priority. Returns the chain and its runners (see
--- runners_of). `route` carries the facts every request's ctx shares: id, conf version, service id, object.
+-- runners_of). `route` carries the facts every request's ctx shares: id, conf version, service id,
+-- object.
 function _M.build_chain(globals, own, route)
     local chain = new_chain(#globals + #own, {
         route_id = route.id,
@@ -423,40 +424,6 @@ function _M.merge_consumer(chain, ctx)
     return cached.chain, cached.runners, cached.added_rewrite
 end
 
--- The chain with consumer plugins merged in, or nil when `list` adds nothing.
-function merge(chain, list)
-    if #list == 0 then
-        return nil
-    end
-    local added = {}
-    entries(list, added, nil)
-    local replaced = {}
-    for _, e in ipairs(added) do
-        replaced[e.name] = true
-    end
-    local merged = new_chain(#chain + #added, chain)
-    local own = {}
-    for _, e in ipairs(chain) do
-        if not replaced[e.name] then
-            if e.global then
-                merged[#merged + 1] = e
-            else
-                own[#own + 1] = e
-            end
-        end
-    end
-    for _, e in ipairs(added) do
-        own[#own + 1] = e
-    end
-    sort(own, by_priority)
-    for _, e in ipairs(own) do
-        merged[#merged + 1] = e
-    end
-    -- The rewrite runner of the added entries alone (nil when none of them has a rewrite).
-    local added_rewrite = runners_of(merged, added)[1]
-    return { chain = merged, runners = runners_of(merged), added_rewrite = added_rewrite }
-end
-
 local function on_error(err)
     if err == EXIT then
         return EXIT
@@ -527,10 +494,10 @@ local function with_phase(list, phase)
     return found, fns, n
 end
 
--- The runner of one phase: called with the request's ctx, which the first call of a request sets up
--- (`fresh`), it runs the phase function of each entry in turn and returns true when one ended the
--- request (which only rewrite, access and before_proxy can do; `ngx.exit` in a later phase ends
--- that phase).
+-- The runner of one phase over the entries of `list` (the chain's, or some of them): called with the
+-- request's ctx, which the first call of a request sets up for `chain` (`fresh`), it runs the phase
+-- function of each entry in turn and returns true when one ended the request (which only rewrite,
+-- access and before_proxy can do; `ngx.exit` in a later phase ends that phase).
 local function phase_runner(chain, list, phase)
     local found, fns, n = with_phase(list, phase)
     if n == 0 then
@@ -560,8 +527,8 @@ end
 
 -- The runner of body_filter: called with the ctx, `fresh` as above, and one chunk; returns the chunk
 -- to send (`ngx.arg[1]` as the filters left it).
-local function body_filter_runner(chain, list)
-    local run = phase_runner(chain, list, "body_filter")
+local function body_filter_runner(chain)
+    local run = phase_runner(chain, chain, "body_filter")
     if not run then
         return nil
     end
@@ -574,20 +541,53 @@ local function body_filter_runner(chain, list)
     end
 end
 
--- A chain's runners by phase number (the position in PHASES), only for the phases some entry of
--- `list` (the whole chain by default) has. Rust calls a runner per phase of each request: a runner
--- holds the entries that have its phase, so a call passes nothing but the ctx and skips the rest.
-function runners_of(chain, list)
-    list = list or chain
+-- A chain's runners by phase number (the position in PHASES), only for the phases some entry has.
+-- Rust calls a runner per phase of each request: a runner holds the entries that have its phase,
+-- so a call passes nothing but the ctx and skips the rest.
+function runners_of(chain)
     local runners = {}
     for index, phase in ipairs(PHASES) do
         if phase == "body_filter" then
-            runners[index] = body_filter_runner(chain, list)
+            runners[index] = body_filter_runner(chain)
         else
-            runners[index] = phase_runner(chain, list, phase)
+            runners[index] = phase_runner(chain, chain, phase)
         end
     end
     return runners
+end
+
+-- The chain with consumer plugins merged in, or nil when `list` adds nothing.
+function merge(chain, list)
+    if #list == 0 then
+        return nil
+    end
+    local added = {}
+    entries(list, added, nil)
+    local replaced = {}
+    for _, e in ipairs(added) do
+        replaced[e.name] = true
+    end
+    local merged = new_chain(#chain + #added, chain)
+    local own = {}
+    for _, e in ipairs(chain) do
+        if not replaced[e.name] then
+            if e.global then
+                merged[#merged + 1] = e
+            else
+                own[#own + 1] = e
+            end
+        end
+    end
+    for _, e in ipairs(added) do
+        own[#own + 1] = e
+    end
+    sort(own, by_priority)
+    for _, e in ipairs(own) do
+        merged[#merged + 1] = e
+    end
+    -- The rewrite runner of the added entries alone (nil when none of them has a rewrite).
+    local added_rewrite = phase_runner(merged, added, "rewrite")
+    return { chain = merged, runners = runners_of(merged), added_rewrite = added_rewrite }
 end
 
 -- Calls every plugin's destroy() when the VM is replaced.
