@@ -892,6 +892,31 @@ end
 }
 
 #[tokio::test]
+async fn response_phases_see_when_the_request_arrived() {
+    let age = bare_plugin(
+        "age",
+        r#"
+local core = require("apisix.core")
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-age-ms", string.format("%d", (ngx.now() - ngx.req.start_time()) * 1000))
+end
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("age.lua", age)]).await;
+    gw.put("/routes/1", route_with(&up, json!({"age": {}})))
+        .await;
+    let resp = gw.get("/p?sleep_ms=300").await;
+    assert_eq!(resp.status(), 200);
+    let age_ms: u64 = resp.headers()["x-age-ms"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("x-age-ms is a number");
+    // The upstream took 300 ms: the arrival time is from before forwarding.
+    assert!((290..10_000).contains(&age_ms), "age {age_ms} ms");
+}
+
+#[tokio::test]
 async fn response_phases_still_see_the_request() {
     let echo_arg = bare_plugin(
         "echoarg",

@@ -25,7 +25,7 @@ mod vm;
 
 pub(crate) use host::{PluginHost, set_worker_id};
 pub(crate) use registry::PluginSettings;
-pub(crate) use request::{Arrival, ReqBody, RequestState, enter, scoped};
+pub(crate) use request::{Arrival, ReqBody, RequestState, enter, epoch_now, scoped};
 pub(crate) use vm::{Chain, Vm};
 
 /// A point in a request's life where plugins run.

@@ -78,6 +78,15 @@ pub(crate) struct Arrival {
     /// The normalized path.
     pub(crate) path: String,
     pub(crate) matched: Matched,
+    /// Seconds since the epoch when the request arrived (see [`epoch_now`]).
+    pub(crate) start_time: f64,
+}
+
+/// Seconds since the epoch, now: a request's arrival time for `ngx.req.start_time`.
+pub(crate) fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl RequestState {
@@ -94,10 +103,8 @@ impl RequestState {
             body,
             path,
             matched,
+            start_time,
         } = arrival;
-        let start_time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
         RequestState {
             conn,
             parts: RefCell::new(parts),

@@ -25,7 +25,9 @@ use super::plugins::PluginRun;
 use super::uri::{encode_path, normalize};
 use crate::admin::{self, Admin};
 use crate::error::status_for;
-use crate::plugin::{Arrival, Chain, Phase, PluginError, PluginHost, ReqBody, RequestState, Vm};
+use crate::plugin::{
+    Arrival, Chain, Phase, PluginError, PluginHost, ReqBody, RequestState, Vm, epoch_now,
+};
 use crate::router::{MatchInput, Vars};
 use crate::store::{RouteEntry, Snapshot, Store};
 use crate::upstream::pool::{self, CallOptions, Endpoint, OutBody, UpstreamHead};
@@ -212,6 +214,7 @@ async fn serve(
                 path,
                 conn,
                 matched,
+                start_time: epoch_now(),
             };
             let state = Rc::new(RequestState::new(
                 request,
@@ -251,6 +254,7 @@ async fn serve(
                     path,
                     matched,
                     snapshot,
+                    start_time: epoch_now(),
                 };
                 let run = later.start(parts, conn, &route, dp);
                 return (run.finish(response), route_id, None);
@@ -264,6 +268,7 @@ async fn serve(
                     path,
                     matched,
                     snapshot,
+                    start_time: epoch_now(),
                 });
             }
             Outbound {
@@ -310,6 +315,8 @@ struct ResponseSide {
     path: String,
     matched: Matched,
     snapshot: Arc<Snapshot>,
+    /// When the request arrived: the plugins' state is made only after forwarding.
+    start_time: f64,
 }
 
 impl ResponseSide {
@@ -327,6 +334,7 @@ impl ResponseSide {
             path: self.path,
             conn,
             matched: self.matched,
+            start_time: self.start_time,
         };
         let state = RequestState::new(request, self.snapshot, route.clone(), dp.max_body);
         PluginRun {
