@@ -937,6 +937,49 @@ end
 }
 
 #[tokio::test]
+async fn header_values_of_every_kind_reach_the_client_as_text() {
+    let kinds = bare_plugin(
+        "kinds",
+        r#"
+local core = require("apisix.core")
+function _M.header_filter(conf, ctx)
+    core.response.set_header("x-int", 5)
+    core.response.set_header("x-float", 1.5)
+    core.response.set_header("x-bool", true)
+    core.response.set_header("x-list", {"a", "b"})
+    ngx.header["x-n"] = 7
+    ngx.header["x-t"] = {"c", "d"}
+    core.response.set_header("x-gone", "1")
+    core.response.set_header("x-gone", nil)
+    ngx.header["x-gone-too"] = "1"
+    ngx.header["x-gone-too"] = nil
+end
+"#,
+    );
+    let (gw, up, _dir) = gateway_with(&[("kinds.lua", kinds)]).await;
+    gw.put("/routes/1", route_with(&up, json!({"kinds": {}})))
+        .await;
+    let resp = gw.get("/p").await;
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers();
+    let all = |name: &str| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    assert_eq!(all("x-int"), ["5"]);
+    assert_eq!(all("x-float"), ["1.5"]);
+    assert_eq!(all("x-bool"), ["true"]);
+    assert_eq!(all("x-list"), ["a", "b"]);
+    assert_eq!(all("x-n"), ["7"]);
+    assert_eq!(all("x-t"), ["c", "d"]);
+    assert!(all("x-gone").is_empty());
+    assert!(all("x-gone-too").is_empty());
+}
+
+#[tokio::test]
 async fn each_request_starts_with_a_fresh_ctx() {
     // A finished request's ctx table serves a later request: nothing may carry over.
     let plugin = bare_plugin(

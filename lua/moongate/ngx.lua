@@ -452,11 +452,9 @@ function _M.install(native)
             return native_resp_header(header_name(k))
         end,
         __newindex = function(_, k, v)
-            if type(v) == "string" then
-                local id = header_ids[k] or header_id(k)
-                if id then
-                    return native_resp_set_header_id(id, v)
-                end
+            local id = header_ids[k] or header_id(k)
+            if id then
+                return native_resp_set_header_id(id, v)
             end
             if v ~= nil and type(v) ~= "table" then
                 v = tostring(v)

@@ -180,10 +180,10 @@ local function set_header(append, ...)
     end
 end
 
--- set_header(name, value) with a text value is by far the most common call: it names the header by
--- its id and skips the general path.
+-- set_header(name, value) is by far the most common call: it names the header by its id and skips
+-- the general path (the native takes any value put_header takes).
 function _M.set_header(name, value, ...)
-    if type(value) == "string" and ... == nil then
+    if ... == nil then
         local id = header_ids[name] or header_id(name)
         if id then
             return native_resp_set_header_id(id, value)

@@ -462,16 +462,11 @@ pub(crate) fn register(
     )?;
     native.set(
         "resp_set_header_id",
-        lua.create_function(|_, (id, value): (u32, BString)| {
+        lua.create_function(|_, (id, value): (u32, HeaderArg)| {
             let state = current()?;
             let mut resp = state.resp.borrow_mut();
             let headers = unsent_headers(&mut resp)?;
-            put_header(
-                headers,
-                header_name_by_id(id)?,
-                Either::Left(Some(value)),
-                false,
-            )
+            put_header(headers, header_name_by_id(id)?, value, false)
         })?,
     )?;
     for (fname, add) in [("resp_set_header", false), ("resp_add_header", true)] {

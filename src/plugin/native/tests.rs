@@ -94,7 +94,13 @@ native.header_id = function(name)
     header_names[#header_names + 1] = name
     return #header_names
 end
-native.resp_set_header_id = function(id, v) native.resp_set_header(header_names[id], v) end
+-- The real native takes any value: a number or boolean becomes text as tostring writes it.
+native.resp_set_header_id = function(id, v)
+    if v ~= nil and type(v) ~= "table" then
+        v = tostring(v)
+    end
+    native.resp_set_header(header_names[id], v)
+end
 native.resp_headers_sent = function() return fake.headers_sent end
 native.say = function(s) fake.out[#fake.out + 1] = s end
 native.exit = function(code) fake.exited = code end
