@@ -22,7 +22,6 @@ local traceback = debug.traceback
 local json_decode = native.json_decode
 local clear_tab = require("table.clear")
 local new_tab = require("table.new")
-local getmetatable = getmetatable
 local release_vars = core.ctx.release_vars
 
 local MARK = "this is a mark for our injected plugin schema"
@@ -344,18 +343,20 @@ local CTX_MT = {
 
 -- Sets up `ctx` for a new request. The table may be one a finished request used: the host keeps
 -- those for the next requests, as APISIX takes api_ctx from a tablepool, so that serving a request
--- leaves no garbage here.
+-- leaves no garbage here. A function of its own, so that LuaJIT compiles it: the runners that call it
+-- stay interpreted (they call plugin code, which runs with the JIT off).
 local function init_ctx(ctx, chain)
     if rawget(ctx, "var") then
         release_vars(ctx)
     end
+    -- clear_tab keeps the metatable that new_ctx gave the table.
     clear_tab(ctx)
     ctx._route_chain = chain
-    -- A pooled table keeps its metatable through clear_tab; setmetatable on a table that has one
-    -- leaves the interpreter's fast path.
-    if getmetatable(ctx) ~= CTX_MT then
-        setmetatable(ctx, CTX_MT)
-    end
+end
+
+-- A table for a request's ctx, when the host has none left from finished requests.
+function _M.new_ctx()
+    return setmetatable({}, CTX_MT)
 end
 
 -- Consumer chains, per route chain and consumer object (both stay the same tables until the
@@ -475,7 +476,23 @@ local function ended_by(e, phase, ok, code, body)
     return true
 end
 
--- The entries of `list` that have a `phase` function, and those functions, in two arrays.
+-- The phase function `f` of an entry with a `_meta.filter` or a `pre_function`, wrapped so that the
+-- runners check nothing per entry: it does nothing when the filter does not pass, and runs the
+-- pre_function first.
+local function guarded(e, f)
+    return function(conf, ctx)
+        if e.filter and not filter_passes(e, ctx) then
+            return
+        end
+        if e.pre_function then
+            run_pre_function(e, ctx)
+        end
+        return f(conf, ctx)
+    end
+end
+
+-- The entries of `list` that have a `phase` function, and those functions (guarded where the entry
+-- has a guard), in two arrays.
 local function with_phase(list, phase)
     local n = 0
     for i = 1, #list do
@@ -485,10 +502,11 @@ local function with_phase(list, phase)
     end
     local found, fns = new_tab(n, 0), new_tab(n, 0)
     for i = 1, #list do
-        local f = list[i].mod[phase]
+        local e = list[i]
+        local f = e.mod[phase]
         if type(f) == "function" then
-            found[#found + 1] = list[i]
-            fns[#fns + 1] = f
+            found[#found + 1] = e
+            fns[#fns + 1] = (e.filter or e.pre_function) and guarded(e, f) or f
         end
     end
     return found, fns, n
@@ -503,21 +521,20 @@ local function phase_runner(chain, list, phase)
     if n == 0 then
         return nil
     end
+    -- Read once here rather than from each entry on every call.
+    local names, confs = new_tab(n, 0), new_tab(n, 0)
+    for i = 1, n do
+        names[i], confs[i] = found[i].name, found[i].conf
+    end
     return function(ctx, fresh)
         if fresh then
             init_ctx(ctx, chain)
         end
         for i = 1, n do
-            local e = found[i]
-            if not e.filter or filter_passes(e, ctx) then
-                ctx._plugin_name = e.name
-                if e.pre_function then
-                    run_pre_function(e, ctx)
-                end
-                local ok, code, body = xpcall(fns[i], on_error, e.conf, ctx)
-                if (not ok or code ~= nil or body ~= nil) and ended_by(e, phase, ok, code, body) then
-                    return true
-                end
+            ctx._plugin_name = names[i]
+            local ok, code, body = xpcall(fns[i], on_error, confs[i], ctx)
+            if (not ok or code ~= nil or body ~= nil) and ended_by(found[i], phase, ok, code, body) then
+                return true
             end
         end
         ctx._plugin_name = nil

@@ -59,6 +59,7 @@ pub(crate) struct Vm {
     pub(crate) generation: u64,
     build_chain: Function,
     merge_consumer: Function,
+    new_ctx: Function,
     check: Function,
     destroy: Function,
     /// Per route id; looked up on every request, so with a fast hasher.
@@ -123,6 +124,7 @@ impl Vm {
         Ok(Vm {
             build_chain: get("build_chain")?,
             merge_consumer: get("merge_consumer")?,
+            new_ctx: get("new_ctx")?,
             check: get("check")?,
             destroy: get("destroy")?,
             lua,
@@ -331,8 +333,8 @@ impl Vm {
         Ok(out.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s.as_bytes())))
     }
 
-    /// The request's ctx table; on its first phase call one from the pool (or a new one), with
-    /// `true` for Lua to set it up.
+    /// The request's ctx table; on its first phase call one from the pool (or a new one from Lua,
+    /// with the ctx metatable), with `true` for Lua to set it up.
     fn request_ctx<'a>(
         &self,
         ctx: &'a mut Option<Table>,
@@ -343,7 +345,7 @@ impl Vm {
                 let pooled = self.ctx_pool.borrow_mut().pop();
                 let table = match pooled {
                     Some(table) => table,
-                    None => self.lua.create_table()?,
+                    None => self.new_ctx.call(())?,
                 };
                 Ok((ctx.insert(table), true))
             }
