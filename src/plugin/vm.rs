@@ -48,7 +48,8 @@ impl Chain {
         self.has(Phase::Rewrite) || self.has(Phase::Access) || self.has(Phase::BeforeProxy)
     }
 
-    fn runner(&self, phase: Phase) -> Option<&Function> {
+    /// The Lua function that runs this phase of the chain, if any plugin has the phase.
+    pub(crate) fn runner(&self, phase: Phase) -> Option<&Function> {
         self.runners[phase as usize].as_ref()
     }
 }
@@ -278,53 +279,42 @@ impl Vm {
         Ok(Some((merged, added)))
     }
 
-    /// Runs one request-side phase of a chain (rewrite, access, before_proxy), in a coroutine: as in
-    /// OpenResty, these may yield (`ngx.sleep`, `resty.http`). The request's `ctx` (APISIX's
-    /// `api_ctx`) is set up by the first call, and returned to the VM by [`Vm::release_ctx`] when
-    /// the request is done. `Ok(true)` means a plugin ended the request.
+    /// Runs a chain's runner of one request-side phase (rewrite, access, before_proxy), in a
+    /// coroutine: as in OpenResty, these may yield (`ngx.sleep`, `resty.http`). The request's `ctx`
+    /// (APISIX's `api_ctx`) is set up by the first call, and returned to the VM by
+    /// [`Vm::release_ctx`] when the request is done. `Ok(true)` means a plugin ended the request.
     pub(crate) async fn run_phase(
         &self,
-        phase: Phase,
-        chain: &Chain,
+        runner: &Function,
         ctx: &mut Option<Table>,
     ) -> Result<bool, PluginError> {
-        let Some(runner) = chain.runner(phase) else {
-            return Ok(false);
-        };
         let (ctx, fresh) = self.request_ctx(ctx)?;
         let call = runner.call_async::<bool>((ctx, fresh));
         let result = time_limit::limited(self.time_limit, call).await;
         self.map_result(result)
     }
 
-    /// Runs one response-side phase of a chain (header_filter, log) as a plain call: these never
-    /// yield.
+    /// Runs a chain's runner of one response-side phase (header_filter, log) as a plain call: these
+    /// never yield.
     pub(crate) fn run_phase_now(
         &self,
-        phase: Phase,
-        chain: &Chain,
+        runner: &Function,
         ctx: &mut Option<Table>,
     ) -> Result<(), PluginError> {
-        let Some(runner) = chain.runner(phase) else {
-            return Ok(());
-        };
         let (ctx, fresh) = self.request_ctx(ctx)?;
         let _stretch = self.stretch();
         let result = runner.call::<bool>((ctx, fresh));
         self.map_result(result).map(|_| ())
     }
 
-    /// Runs the `body_filter`s of a chain on one chunk; returns the chunk to send.
+    /// Runs a chain's `body_filter` runner on one chunk; returns the chunk to send.
     pub(crate) fn run_body_filter(
         &self,
-        chain: &Chain,
+        runner: &Function,
         ctx: &mut Option<Table>,
         chunk: Bytes,
         eof: bool,
     ) -> Result<Bytes, PluginError> {
-        let Some(runner) = chain.runner(Phase::BodyFilter) else {
-            return Ok(chunk);
-        };
         let (ctx, fresh) = self.request_ctx(ctx)?;
         let chunk = self.lua.create_string(&chunk)?;
         let _stretch = self.stretch();

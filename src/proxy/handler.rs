@@ -248,28 +248,14 @@ async fn serve(
                 let Some((vm, chain)) = chain else {
                     return (response, route_id, None);
                 };
-                let later = ResponseSide {
-                    vm,
-                    chain,
-                    path,
-                    matched,
-                    snapshot,
-                    start_time: epoch_now(),
-                };
+                let later = ResponseSide::new(vm, chain, path, matched, snapshot);
                 let run = later.start(parts, conn, &route, dp);
                 return (run.finish(response), route_id, None);
             };
             let attempts = attempt_order(&upstream, &RequestVars::new(&parts, &path, conn));
             let uri = upstream_uri(&path, &parts.uri);
             if let Some((vm, chain)) = chain {
-                after = After::Start(ResponseSide {
-                    vm,
-                    chain,
-                    path,
-                    matched,
-                    snapshot,
-                    start_time: epoch_now(),
-                });
+                after = After::Start(ResponseSide::new(vm, chain, path, matched, snapshot));
             }
             Outbound {
                 parts,
@@ -315,11 +301,29 @@ struct ResponseSide {
     path: String,
     matched: Matched,
     snapshot: Arc<Snapshot>,
-    /// When the request arrived: the plugins' state is made only after forwarding.
+    /// When the request arrived (the plugins' state is made only after forwarding).
     start_time: f64,
 }
 
 impl ResponseSide {
+    /// Made when the request arrives, before forwarding: the plugins see that as its start time.
+    fn new(
+        vm: Rc<Vm>,
+        chain: Rc<Chain>,
+        path: String,
+        matched: Matched,
+        snapshot: Arc<Snapshot>,
+    ) -> ResponseSide {
+        ResponseSide {
+            vm,
+            chain,
+            path,
+            matched,
+            snapshot,
+            start_time: epoch_now(),
+        }
+    }
+
     /// The plugin run on the request head that went upstream; the body went with it.
     fn start(
         self,

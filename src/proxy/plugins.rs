@@ -41,10 +41,10 @@ async fn run_phase(
     phase: Phase,
 ) -> Result<bool, PluginError> {
     state.phase.set(phase);
-    if !chain.has(phase) {
+    let Some(runner) = chain.runner(phase) else {
         return Ok(false);
-    }
-    scoped(state, vm.run_phase(phase, chain, ctx)).await
+    };
+    scoped(state, vm.run_phase(runner, ctx)).await
 }
 
 /// Runs one response-side phase of `chain` (these never yield, as in OpenResty), if it has it.
@@ -56,10 +56,10 @@ fn run_phase_now(
     phase: Phase,
 ) -> Result<(), PluginError> {
     state.phase.set(phase);
-    if !chain.has(phase) {
+    let Some(runner) = chain.runner(phase) else {
         return Ok(());
-    }
-    enter(state, || vm.run_phase_now(phase, chain, ctx))
+    };
+    enter(state, || vm.run_phase_now(runner, ctx))
 }
 
 impl PluginRun {
@@ -226,12 +226,12 @@ impl FilteredBody {
         let Some(run) = &mut self.run else {
             return Ok(chunk);
         };
-        if !self.filter {
+        let Some(runner) = run.chain.runner(Phase::BodyFilter) else {
             return Ok(chunk);
-        }
+        };
         run.state.phase.set(Phase::BodyFilter);
         let result = enter(&run.state, || {
-            run.vm.run_body_filter(&run.chain, &mut run.ctx, chunk, eof)
+            run.vm.run_body_filter(runner, &mut run.ctx, chunk, eof)
         });
         result.map_err(|err| {
             tracing::error!(route_id = %run.state.route.id, phase = "body_filter", error = %err, "plugin failed");
