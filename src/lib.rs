@@ -29,6 +29,7 @@ mod schema;
 pub mod shutdown;
 mod store;
 pub mod telemetry;
+mod timeouts;
 mod tls;
 mod upstream;
 mod validate;

@@ -554,7 +554,7 @@ async fn forward(
             tls_verify: upstream.tls_verify,
             h2: false,
         };
-        match pool::call(&endpoint, head, body, options).await {
+        match pool::call(&endpoint, head, body, &options).await {
             Ok(response) => {
                 let mut response = response.map(boxed);
                 strip_hop_by_hop(response.headers_mut());

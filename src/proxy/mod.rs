@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::timeouts::{self, WorkerTimer};
 
 pub(crate) use body::outbound;
 pub(crate) use client_body::ClientBody;
@@ -139,6 +141,9 @@ async fn run_worker(
     settings: ServeSettings,
     cancel: CancellationToken,
 ) {
+    // The worker's timeouts (hyper's and the upstream exchanges') run on this task; it ends with the
+    // worker's LocalSet.
+    tokio::task::spawn_local(timeouts::drive());
     let mut loops = Vec::new();
     for (socket, is_tls) in sockets {
         let listener = match TcpListener::from_std(socket) {
@@ -268,12 +273,12 @@ fn serve<I>(
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(WorkerTimer)
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
-        .timer(TokioTimer::new())
+        .timer(WorkerTimer)
         .max_concurrent_streams(256)
         .keep_alive_interval(None);
     if !settings.enable_http2 {

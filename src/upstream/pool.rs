@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 
 use super::{KeepalivePool, Scheme, h1};
 use crate::error::{Classify, ErrorSource};
+use crate::timeouts::Timeout;
 
 /// Error type carried by bodies that cross the proxy.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -299,7 +300,7 @@ pub(crate) async fn call(
     endpoint: &Endpoint,
     request: UpstreamHead<'_>,
     mut body: OutBody,
-    options: CallOptions,
+    options: &CallOptions,
 ) -> Result<Response<UpstreamBody>, (CallError, Option<OutBody>)> {
     // A pooled connection the upstream closed as it was taken fails without an answer; the request
     // then goes on the next one, or on a new connection.
@@ -342,7 +343,7 @@ async fn exchange(
     idle: Idle,
     request: UpstreamHead<'_>,
     body: OutBody,
-    options: CallOptions,
+    options: &CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let Idle { sender, served, .. } = idle;
@@ -372,18 +373,18 @@ async fn exchange_h1(
     served: u64,
     request: UpstreamHead<'_>,
     mut body: OutBody,
-    options: CallOptions,
+    options: &CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let bodyless = body.is_end_stream();
     // One timer for the whole exchange: the send timeout, then the read timeout for the head, then
     // for each wait for the body.
-    let mut timer = Box::pin(tokio::time::sleep(options.send_timeout));
+    let mut timer = Timeout::after(options.send_timeout);
     let head = match within(&mut timer, conn.send(request, &mut body)).await {
         None => Err(Expired::Send),
         Some(Err(err)) => Ok(Err(err)),
         Some(Ok(())) => {
-            timer.as_mut().reset(deadline_after(options.read_timeout));
+            timer.reset_after(options.read_timeout);
             match within(&mut timer, conn.read_head(&request.head.method)).await {
                 None => Err(Expired::Read),
                 Some(head) => Ok(head),
@@ -437,21 +438,14 @@ async fn exchange_h1(
     Ok(Response::from_parts(head, body))
 }
 
-/// `timeout` from now; a timeout too large to add means no deadline in practice.
-fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
 /// Runs `fut` until `timer` fires; `None` when the timer came first.
-async fn within<F: Future>(timer: &mut Pin<Box<tokio::time::Sleep>>, fut: F) -> Option<F::Output> {
+async fn within<F: Future>(timer: &mut Timeout, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        timer.as_mut().poll(cx).map(|()| None)
+        Pin::new(&mut *timer).poll(cx).map(|()| None)
     })
     .await
 }
@@ -461,14 +455,14 @@ async fn exchange_h2(
     mut sender: http2::SendRequest<OutBody>,
     served: u64,
     mut request: Request<OutBody>,
-    options: CallOptions,
+    options: &CallOptions,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let ep = || endpoint.to_string();
     let mut sent = body_sent_signal(&mut request);
     let response = {
         let sending = std::pin::pin!(sender.try_send_request(h2_form(request)));
-        await_head(sending, &mut sent, options).await
+        await_head(sending, &mut sent, *options).await
     };
     match response {
         Err(expired) => Err(Failed::Error(expired.into_call_error(ep()))),
@@ -477,7 +471,7 @@ async fn exchange_h2(
             if let Some(pool) = options.keepalive {
                 release(endpoint, Sender::H2(sender), served + 1, pool);
             }
-            let deadline = Box::pin(tokio::time::sleep(options.read_timeout));
+            let deadline = Timeout::after(options.read_timeout);
             Ok(response.map(|body| {
                 UpstreamBody::streaming(Source::H2(body), endpoint, options.read_timeout, deadline)
             }))
@@ -731,7 +725,7 @@ struct Streaming {
     source: Source,
     endpoint: Endpoint,
     read_timeout: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Timeout,
     /// Whether `deadline` bounds the wait in progress.
     armed: bool,
 }
@@ -760,7 +754,7 @@ impl UpstreamBody {
         source: Source,
         endpoint: &Endpoint,
         read_timeout: Duration,
-        deadline: Pin<Box<tokio::time::Sleep>>,
+        deadline: Timeout,
     ) -> UpstreamBody {
         UpstreamBody {
             inner: Inner::Streaming(Box::new(Streaming {
@@ -794,12 +788,10 @@ impl Streaming {
         };
         let Poll::Ready(frame) = polled else {
             if !self.armed {
-                self.deadline
-                    .as_mut()
-                    .reset(deadline_after(self.read_timeout));
+                self.deadline.reset_after(self.read_timeout);
                 self.armed = true;
             }
-            ready!(self.deadline.as_mut().poll(cx));
+            ready!(Pin::new(&mut self.deadline).poll(cx));
             self.source = Source::Finished;
             return Poll::Ready(Some(Err(Box::new(CallError::ReadTimeout {
                 endpoint: self.endpoint.to_string(),

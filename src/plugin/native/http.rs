@@ -137,7 +137,7 @@ async fn request(lua: &Lua, req: Table) -> mlua::Result<Result<Table, String>> {
         keepalive,
     };
     let (head, body) = out.into_parts();
-    let response = match pool::call(&endpoint, UpstreamHead::unchanged(&head), body, options).await
+    let response = match pool::call(&endpoint, UpstreamHead::unchanged(&head), body, &options).await
     {
         Ok(r) => r,
         Err((err, _)) => {
