@@ -92,8 +92,10 @@ pub(crate) async fn handle(
     let (parts, body) = req.into_parts();
     let http1 = parts.version < http::Version::HTTP_2;
     let (body, body_watch) = ClientBody::watch(body);
-    let (mut response, route_id, upstream) =
-        serve(&dp, parts, body, conn, &peer, logged.is_some()).await;
+    // Boxed, in a statement of its own: hyper moves this future twice before polling it, and the
+    // box keeps it small.
+    let serving = Box::pin(serve(&dp, parts, body, conn, &peer, logged.is_some()));
+    let (mut response, route_id, upstream) = serving.await;
     // The upstream's HTTP version is its own business: the client keeps the version it spoke
     // (hyper answers HTTP/1.0 clients as such and ignores this on HTTP/2).
     *response.version_mut() = http::Version::HTTP_11;
@@ -490,49 +492,43 @@ struct Outbound {
 
 /// Sends the request to the first node that accepts a connection, retrying others on connect failure.
 /// The node's address is returned when `name_node` is set (for the access log), and the request
-/// head as it was (the response-side plugins read it).
+/// head as it was (the response-side plugins read it). `out`'s fields are used in place: moved into
+/// locals, they would be kept twice in this future.
 async fn forward(
-    outbound: Outbound,
+    mut out: Outbound,
     route: &RouteEntry,
     (conn, peer): (ConnInfo, &PeerHeaders),
     name_node: bool,
 ) -> (Response<ProxyBody>, Option<String>, http::request::Parts) {
-    let Outbound {
-        parts,
-        mut body,
-        uri,
-        upstream,
-        attempts,
-        host_override,
-    } = outbound;
     let named = |node: &Node| name_node.then(|| node.authority());
-    let Some(first) = attempts.first() else {
+    let Some(first) = out.attempts.first() else {
         tracing::error!(route_id = %route.id, "no valid upstream node");
-        return (error_page(StatusCode::BAD_GATEWAY), None, parts);
+        return (error_page(StatusCode::BAD_GATEWAY), None, out.parts);
     };
     // Looked up once: the upstream's Host and X-Forwarded-Host both start from it.
-    let host_header = parts.headers.get(header::HOST);
-    let client_host = request_host(&parts.uri, host_header);
+    let host_header = out.parts.headers.get(header::HOST);
+    let client_host = request_host(&out.parts.uri, host_header);
     // The headers a `Connection` header names are hop-by-hop too; most requests name none.
-    let named_in_connection = connection_named(&parts.headers);
-    let (added, count) = forwarding_headers(&parts.headers, conn, peer, host_header, client_host);
+    let named_in_connection = connection_named(&out.parts.headers);
+    let (added, count) =
+        forwarding_headers(&out.parts.headers, conn, peer, host_header, client_host);
     let added = &added[..count];
     let options = CallOptions {
         connect_timeout: route.timeouts.connect,
         send_timeout: route.timeouts.send,
         read_timeout: route.timeouts.read,
-        keepalive: Some(upstream.keepalive),
+        keepalive: Some(out.upstream.keepalive),
     };
-    let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
+    let deadline = out.upstream.retry_timeout.map(|t| Instant::now() + t);
     let mut node = first;
     let mut tried = 0usize;
     loop {
         let host = upstream_host(
             host_header,
-            &upstream,
+            &out.upstream,
             node,
             client_host,
-            host_override.as_deref(),
+            out.host_override.as_deref(),
         );
         let omit = |name: &HeaderName| {
             is_hop_by_hop(name)
@@ -541,34 +537,34 @@ async fn forward(
                 || named_in_connection.contains(name)
         };
         let head = UpstreamHead {
-            head: &parts,
-            uri: &uri,
+            head: &out.parts,
+            uri: &out.uri,
             host: host.value(),
             omit: &omit,
             added,
         };
         let endpoint = Endpoint {
-            scheme: upstream.scheme,
+            scheme: out.upstream.scheme,
             host: node.host.clone(),
             port: node.port,
-            tls_verify: upstream.tls_verify,
+            tls_verify: out.upstream.tls_verify,
             h2: false,
         };
-        match pool::call(&endpoint, head, body, &options).await {
+        match pool::call(&endpoint, head, out.body, &options).await {
             Ok(response) => {
                 let mut response = response.map(boxed);
                 strip_hop_by_hop(response.headers_mut());
-                return (response, named(node), parts);
+                return (response, named(node), out.parts);
             }
             Err((err, returned)) => {
                 tried += 1;
                 let retry = returned.filter(|_| err.before_request());
-                let next = attempts.get(tried);
+                let next = out.attempts.get(tried);
                 let in_time = deadline.is_none_or(|d| Instant::now() < d);
                 match (retry, next) {
                     (Some(returned), Some(next_node)) if in_time => {
                         tracing::warn!(route_id = %route.id, upstream = %node.authority(), error = %err, "upstream failed, trying next node");
-                        body = returned;
+                        out.body = returned;
                         node = next_node;
                     }
                     _ => {
@@ -578,13 +574,13 @@ async fn forward(
                         } else {
                             tracing::error!(
                                 route_id = %route.id,
-                                upstream_id = upstream.id.as_deref().unwrap_or(""),
+                                upstream_id = out.upstream.id.as_deref().unwrap_or(""),
                                 upstream = %node.authority(),
                                 error = %err,
                                 "upstream request failed"
                             );
                         }
-                        return (error_page(status), named(node), parts);
+                        return (error_page(status), named(node), out.parts);
                     }
                 }
             }
