@@ -444,12 +444,16 @@ fn is_live(slots: &[Slot], entry: &Entry) -> bool {
 mod tests {
     use super::*;
 
-    /// Runs `test` on a worker-like thread: a current-thread runtime, a LocalSet and the driver.
-    fn on_worker<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("test runtime");
+            .expect("test runtime")
+    }
+
+    /// Runs `test` on a worker-like thread: a current-thread runtime, a LocalSet and the driver.
+    fn on_worker<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
+        let runtime = runtime();
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async {
             tokio::task::spawn_local(drive());
@@ -548,10 +552,7 @@ mod tests {
 
     #[test]
     fn without_a_driver_a_timeout_sleeps_on_tokio() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("test runtime");
+        let runtime = runtime();
         runtime.block_on(async {
             let started = Instant::now();
             Timeout::after(Duration::from_millis(30)).await;
@@ -562,10 +563,7 @@ mod tests {
 
     #[test]
     fn waiting_timeouts_survive_the_driver() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("test runtime");
+        let runtime = runtime();
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async {
             let driver = tokio::task::spawn_local(drive());
