@@ -20,10 +20,10 @@ mod tests;
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use regex::Regex;
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 use self::expr::IpMatcher;
@@ -608,9 +608,12 @@ struct Candidate {
 }
 
 /// The exact paths and prefixes of one set of routes (all host-less routes, or those of one host).
+///
+/// The maps here hash with FxHash rather than SipHash: their keys are the configured paths and
+/// hosts, and a request only looks up, so it cannot pile keys into one bucket.
 #[derive(Default)]
 struct PathIndex {
-    exact: HashMap<Box<str>, Vec<Candidate>>,
+    exact: FxHashMap<Box<str>, Vec<Candidate>>,
     prefix: ByteTrie<Vec<Candidate>>,
 }
 
@@ -661,8 +664,8 @@ impl Layout {
 /// suffix, so walking the reversed request host yields them longest suffix first.
 #[derive(Default)]
 struct HostIndex {
-    exact: HashMap<Box<str>, PathIndex>,
-    exact_with_port: HashMap<Box<str>, PathIndex>,
+    exact: FxHashMap<Box<str>, PathIndex>,
+    exact_with_port: FxHashMap<Box<str>, PathIndex>,
     wildcard: ByteTrie<PathIndex>,
     wildcard_with_port: ByteTrie<PathIndex>,
     hostless: PathIndex,
