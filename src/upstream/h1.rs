@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, response};
 use http_body::Body;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
@@ -439,7 +440,7 @@ impl Connection {
             };
             // Where each name and value lies in the buffer, so that the values can share it.
             let base = self.read.as_ptr() as usize;
-            let spans: Vec<_> = parsed
+            let spans: SmallVec<[_; 16]> = parsed
                 .headers
                 .iter()
                 .map(|field| {
@@ -465,8 +466,7 @@ impl Connection {
             let mut connection = ConnectionOptions::default();
             let mut transfer_encoding = false;
             for (name, value) in spans {
-                let name = HeaderName::from_bytes(&bytes[name])
-                    .map_err(|_| self.invalid("header name"))?;
+                let name = header_name(&bytes[name]).map_err(|_| self.invalid("header name"))?;
                 let value = HeaderValue::from_maybe_shared(bytes.slice(value))
                     .map_err(|_| self.invalid("header value"))?;
                 if name == header::CONNECTION {
@@ -672,6 +672,31 @@ impl Connection {
     }
 }
 
+/// The name of a response header. The spellings servers commonly send (`Content-Type`, or
+/// `content-type`) map straight to their constants; any other goes through
+/// `HeaderName::from_bytes`, which lower-cases and checks it byte by byte.
+fn header_name(raw: &[u8]) -> Result<HeaderName, header::InvalidHeaderName> {
+    let common = match raw {
+        b"Date" | b"date" => header::DATE,
+        b"ETag" | b"etag" => header::ETAG,
+        b"Vary" | b"vary" => header::VARY,
+        b"Server" | b"server" => header::SERVER,
+        b"Expires" | b"expires" => header::EXPIRES,
+        b"Location" | b"location" => header::LOCATION,
+        b"Connection" | b"connection" => header::CONNECTION,
+        b"Set-Cookie" | b"set-cookie" => header::SET_COOKIE,
+        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+        b"Accept-Ranges" | b"accept-ranges" => header::ACCEPT_RANGES,
+        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+        b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
+        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+        b"Content-Encoding" | b"content-encoding" => header::CONTENT_ENCODING,
+        b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
+        _ => return HeaderName::from_bytes(raw),
+    };
+    Ok(common)
+}
+
 /// An interim (1xx) response, skipped on the way to the final one. 101 is not: it would switch
 /// the connection's protocol.
 fn is_interim(code: u16) -> bool {
@@ -758,6 +783,52 @@ mod tests {
             .headers
             .insert(header::HOST, HeaderValue::from_static("up"));
         parts
+    }
+
+    #[test]
+    fn common_header_names_are_the_names_from_bytes_gives() {
+        let names = [
+            "Date",
+            "date",
+            "ETag",
+            "etag",
+            "Vary",
+            "vary",
+            "Server",
+            "server",
+            "Expires",
+            "expires",
+            "Location",
+            "location",
+            "Connection",
+            "connection",
+            "Set-Cookie",
+            "set-cookie",
+            "Content-Type",
+            "content-type",
+            "Accept-Ranges",
+            "accept-ranges",
+            "Cache-Control",
+            "cache-control",
+            "Last-Modified",
+            "last-modified",
+            "Content-Length",
+            "content-length",
+            "Content-Encoding",
+            "content-encoding",
+            "Transfer-Encoding",
+            "transfer-encoding",
+            "CONTENT-TYPE",
+            "X-Custom",
+            "x-custom",
+            "Bad Name",
+            "",
+        ];
+        for name in names {
+            let fast = header_name(name.as_bytes()).ok();
+            let general = HeaderName::from_bytes(name.as_bytes()).ok();
+            assert_eq!(fast, general, "{name:?}");
+        }
     }
 
     fn empty() -> OutBody {
