@@ -308,8 +308,10 @@ impl Encoder {
         let mut entries: Vec<(Value, Value)> = Vec::new();
         let mut max: usize = 0;
         let mut is_array = true;
-        for pair in t.pairs::<Value, Value>() {
-            let (k, v) = pair?;
+        // One walk with `lua_next` in a single protected call (`pairs` pays a call and copies of
+        // the key per entry). Nested tables are encoded after it returns, so protected calls do not
+        // nest as deep as the value does.
+        t.for_each(|k: Value, v: Value| {
             if is_array {
                 match array_index(&k) {
                     Some(i) => max = max.max(i),
@@ -317,7 +319,8 @@ impl Encoder {
                 }
             }
             entries.push((k, v));
-        }
+            Ok(())
+        })?;
         if entries.is_empty() || !is_array {
             return Ok(Shape::Object(entries));
         }
