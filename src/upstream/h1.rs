@@ -789,45 +789,34 @@ mod tests {
     fn common_header_names_are_the_names_from_bytes_gives() {
         let names = [
             "Date",
-            "date",
             "ETag",
-            "etag",
             "Vary",
-            "vary",
             "Server",
-            "server",
             "Expires",
-            "expires",
             "Location",
-            "location",
             "Connection",
-            "connection",
             "Set-Cookie",
-            "set-cookie",
             "Content-Type",
-            "content-type",
             "Accept-Ranges",
-            "accept-ranges",
             "Cache-Control",
-            "cache-control",
             "Last-Modified",
-            "last-modified",
             "Content-Length",
-            "content-length",
             "Content-Encoding",
-            "content-encoding",
             "Transfer-Encoding",
-            "transfer-encoding",
-            "CONTENT-TYPE",
             "X-Custom",
-            "x-custom",
             "Bad Name",
             "",
         ];
         for name in names {
-            let fast = header_name(name.as_bytes()).ok();
-            let general = HeaderName::from_bytes(name.as_bytes()).ok();
-            assert_eq!(fast, general, "{name:?}");
+            for spelling in [
+                name.to_owned(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
+                let fast = header_name(spelling.as_bytes()).ok();
+                let general = HeaderName::from_bytes(spelling.as_bytes()).ok();
+                assert_eq!(fast, general, "{spelling:?}");
+            }
         }
     }
 
