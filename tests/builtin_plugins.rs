@@ -567,6 +567,30 @@ async fn serverless_function_that_raises_fails_only_its_request() {
 }
 
 #[tokio::test]
+async fn a_runaway_serverless_function_is_stopped_and_the_worker_serves_again() {
+    let up = MockUpstream::start("u").await;
+    let gw = TestGateway::builder().workers(1).start().await;
+    gw.put(
+        "/routes/1",
+        route(
+            "/spin",
+            &up,
+            json!({"serverless-pre-function": {
+                "functions": ["return function() while true do end end"],
+            }}),
+        ),
+    )
+    .await;
+    gw.put("/routes/2", route("/plain", &up, json!({}))).await;
+    // The test gateways stop Lua after 2 s.
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(20), gw.get("/spin"))
+        .await
+        .expect("the runaway function was not stopped");
+    assert_eq!(resp.status(), 500);
+    assert_eq!(gw.get("/plain").await.status(), 200);
+}
+
+#[tokio::test]
 async fn response_rewrite_schema_errors() {
     let gw = TestGateway::start().await;
     let err = refused(&gw, json!({"response-rewrite": {"status_code": 100}})).await;

@@ -514,6 +514,39 @@ end
 }
 
 #[tokio::test]
+async fn runaway_code_compiled_at_run_time_is_stopped_too() {
+    // Code a plugin compiles itself, and a `_meta.pre_function`, are not part of the plugin file;
+    // they are stopped all the same, and the only worker serves again.
+    let compiles = bare_plugin(
+        "compiles",
+        r#"
+function _M.access(conf, ctx)
+    if ctx.var.arg_spin then
+        loadstring("while true do end")()
+    end
+end
+"#,
+    );
+    let (gw, up, _dir) = one_worker_with("compiles", &compiles).await;
+    gw.put(
+        "/routes/3",
+        json!({"uri": "/pre", "upstream": {"nodes": {up.node(): 1}}, "plugins": {"compiles": {
+            "_meta": {"pre_function": "return function() while true do end end"}}}}),
+    )
+    .await;
+    for path in ["/p?spin=1", "/pre"] {
+        let started = Instant::now();
+        let resp = tokio::time::timeout(Duration::from_secs(20), gw.get(path))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the runaway code was not stopped"));
+        assert_eq!(resp.status(), 500, "{path}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(gw.get("/plain").await.status(), 200, "after {path}");
+    }
+    assert_eq!(gw.get("/p").await.status(), 200);
+}
+
+#[tokio::test]
 async fn a_runaway_header_filter_fails_only_its_request() {
     let spin = bare_plugin(
         "spin",

@@ -6,6 +6,7 @@ local native = require("moongate.native")
 local core = require("apisix.core")
 local expr = require("resty.expr.v1")
 local EXIT = require("moongate.ngx").EXIT
+local overran = require("moongate.limits").overran
 
 local pcall = pcall
 local xpcall = xpcall
@@ -17,7 +18,6 @@ local sort = table.sort
 local setmetatable = setmetatable
 local rawget = rawget
 local rawset = rawset
-local load = load
 local traceback = debug.traceback
 local json_decode = native.json_decode
 local clear_tab = require("table.clear")
@@ -438,10 +438,14 @@ local function filter_passes(e, ctx)
     return not ok or matched
 end
 
--- `_meta.pre_function` runs before each phase function of its plugin; its errors are only logged.
+-- `_meta.pre_function` runs before each phase function of its plugin; its errors are only logged,
+-- but one that overran the time or memory limit fails the request, as a plugin's own would.
 local function run_pre_function(e, ctx)
     local ok, err = xpcall(e.pre_function, on_error, e.conf, ctx)
     if not ok and err ~= EXIT then
+        if overran(err) then
+            error(err, 0)
+        end
         core.log.error("pre_function of plugin ", e.name, " failed: ", err)
     end
 end
