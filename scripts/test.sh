@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing, then runs every check CI runs:
-# formatting, luacheck on the Lua code, clippy with warnings as errors, and the whole test suite.
+# formatting, luacheck on the Lua code, clippy with warnings as errors, the whole test suite, and
+# scripts/bolt, which builds the release binary, lays it out with BOLT and checks that the result
+# serves (it installs what it needs itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +28,4 @@ cargo fmt --all --check
 luacheck --no-color plugins lua
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+scripts/bolt
