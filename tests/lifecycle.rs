@@ -3,6 +3,8 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::process::GatewayProcess;
@@ -156,7 +158,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
             })
         })
         .collect();
-    while up.requests.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+    while up.requests.load(Ordering::SeqCst) < 20 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gw.signal("TERM");
@@ -189,9 +191,11 @@ async fn every_acknowledged_write_survives_kill_9_during_a_burst() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut gw = GatewayProcess::spawn(dir.path()).await;
     // Four writers put routes as fast as they are acknowledged, until the gateway is gone.
+    let acks = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..4)
         .map(|writer| {
             let admin = gw.admin.clone();
+            let acks = acks.clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::builder()
                     .no_proxy()
@@ -207,7 +211,10 @@ async fn every_acknowledged_write_survives_kill_9_during_a_burst() {
                         .send()
                         .await;
                     match sent {
-                        Ok(resp) if resp.status().is_success() => acknowledged.push(id),
+                        Ok(resp) if resp.status().is_success() => {
+                            acknowledged.push(id);
+                            acks.fetch_add(1, Ordering::SeqCst);
+                        }
                         _ => break,
                     }
                 }
@@ -215,7 +222,14 @@ async fn every_acknowledged_write_survives_kill_9_during_a_burst() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The kill lands in the middle of the burst, once writes are flowing (on a busy machine the
+    // first ones take a while).
+    let flowing = tokio::time::timeout(Duration::from_secs(30), async {
+        while acks.load(Ordering::SeqCst) < 8 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     gw.child.start_kill().expect("kill -9");
     let _ = gw.child.wait().await;
     let mut acknowledged = Vec::new();
@@ -223,7 +237,7 @@ async fn every_acknowledged_write_survives_kill_9_during_a_burst() {
         acknowledged.extend(writer.await.expect("writer"));
     }
     assert!(
-        acknowledged.len() >= 4,
+        flowing.is_ok() && acknowledged.len() >= 8,
         "writes were acknowledged before the kill"
     );
     let gw = GatewayProcess::spawn(dir.path()).await;
