@@ -1,6 +1,15 @@
 # Shell helpers shared by bench/run and scripts/bolt, which source this file after defining
-# `die MESSAGE` and `TMP` (a temp dir with a `logs/` folder, where each process NAME writes
-# `logs/NAME.out`).
+# `log MESSAGE`, `die MESSAGE` and, before calling what writes there, `TMP` (a temp dir with a
+# `logs/` folder, where each process NAME writes `logs/NAME.out`).
+
+apt_install() { # PACKAGE... : installs them with apt-get (through sudo when not root)
+    [[ $# -eq 0 ]] && return
+    log "installing $*"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 # Loopback ports: from a random base between 20000 and the kernel's ephemeral range (so no outgoing
 # connection can hold one), skipping any port with a socket on it; never 9080/9081/9180/9443.
@@ -37,6 +46,50 @@ self_signed_cert() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
         -addext "subjectAltName=DNS:localhost,DNS:bench.local" \
         -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >/dev/null 2>&1 || die "openssl could not make a certificate"
+}
+
+# A PEM file as one JSON string's content (newlines escaped), for the Admin API's `ssls`.
+pem_json() { awk '{printf "%s\\n", $0}' "$1"; }
+
+# nginx prefix dirs: each instance has its own (pid file, temp paths, error log).
+nginx_common() { # PREFIX
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 8192; }
+EOF
+}
+nginx_http_common() { # PREFIX
+    cat <<EOF
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
+# PREFIX/nginx.conf: the origin, an nginx answering `200 hello world` on PORT, with keep-alive up
+# to 1,000,000 requests per connection.
+origin_nginx_conf() { # PREFIX PORT
+    mkdir -p "$1"
+    {
+        nginx_common "$1"
+        echo "http {"
+        nginx_http_common "$1"
+        cat <<EOF
+    server {
+        listen 127.0.0.1:$2 backlog=4096;
+        location / { return 200 "hello world"; }
+    }
+}
+EOF
+    } >"$1/nginx.conf"
 }
 
 # A plugin directory: a copy of the repository's plugins/ plus the trivial `stamp` plugin.
