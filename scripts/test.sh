@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing, then runs every check CI runs:
 # formatting, luacheck on the Lua code, clippy with warnings as errors, the whole test suite, and
-# scripts/bolt, which builds the release binary, lays it out with BOLT and checks that the result
-# serves (it installs what it needs itself).
+# scripts/bolt, which builds the optimized binary (PGO, then BOLT, each from a training run) and
+# checks that the result serves (it installs what it needs itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
